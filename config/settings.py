@@ -1,0 +1,289 @@
+"""Sightline settings.
+
+Every environment variable Sightline reads is read here, through the env_* helpers
+below, and validated at import: a bad value raises ImproperlyConfigured naming the
+variable, which stops any process (web, ingest, worker, beat, serve) at start.
+`.env.example` lists every variable with its default; tests/test_config.py checks
+that the two agree.
+"""
+
+import os
+import secrets
+import warnings
+from pathlib import Path
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+from django.core.exceptions import ImproperlyConfigured
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+# Every variable read through the helpers, with its default as text ("" = unset).
+# tests/test_config.py compares this with .env.example.
+ENV_DEFAULTS: dict[str, str] = {}
+
+
+def _raw(name, default):
+    ENV_DEFAULTS[name] = "" if default is None else str(default)
+    value = os.environ.get(name)
+    if value is None or value.strip() == "":
+        return None
+    return value.strip()
+
+
+def env_str(name, default=None):
+    value = _raw(name, default)
+    return default if value is None else value
+
+
+def env_secret(name, default=None):
+    """A secret, read from NAME or from the file named by NAME_FILE."""
+    file_name = _raw(name + "_FILE", None)
+    if file_name:
+        try:
+            return Path(file_name).read_text().strip()
+        except OSError as exc:
+            raise ImproperlyConfigured(f"{name}_FILE: cannot read {file_name!r}: {exc.strerror}")
+    return env_str(name, default)
+
+
+def env_bool(name, default=False):
+    value = _raw(name, "true" if default else "false")
+    if value is None:
+        return default
+    lowered = value.lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ImproperlyConfigured(f"{name} must be true or false, got {value!r}")
+
+
+def env_int(name, default, minimum=None, maximum=None):
+    value = _raw(name, default)
+    if value is None:
+        return default
+    try:
+        number = int(value)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name} must be an integer, got {value!r}") from None
+    if (minimum is not None and number < minimum) or (maximum is not None and number > maximum):
+        raise ImproperlyConfigured(f"{name} must be between {minimum} and {maximum}, got {number}")
+    return number
+
+
+def env_port(name, default):
+    return env_int(name, default, minimum=1, maximum=65535)
+
+
+def env_list(name, default=""):
+    value = _raw(name, default)
+    if value is None:
+        value = default
+    return [item.strip() for item in value.split(",") if item.strip()]
+
+
+def parse_database_url(name, url):
+    """postgres://user:password@host:port/dbname?sslmode=... -> Django DATABASES entry."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("postgres", "postgresql"):
+        raise ImproperlyConfigured(
+            f"{name} must be a postgresql:// URL (Sightline stores data in PostgreSQL only), got scheme {parts.scheme!r}"
+        )
+    options = dict(parse_qsl(parts.query))
+    host = options.pop("host", None) or unquote(parts.hostname or "")
+    try:
+        port = parts.port
+    except ValueError:
+        raise ImproperlyConfigured(f"{name} has an invalid port") from None
+    name_part = unquote(parts.path.lstrip("/"))
+    if not name_part:
+        raise ImproperlyConfigured(f"{name} must name a database, e.g. postgresql://user@host:5432/sightline")
+    return {
+        "ENGINE": "django.db.backends.postgresql",
+        "NAME": name_part,
+        "USER": unquote(parts.username or ""),
+        "PASSWORD": unquote(parts.password or ""),
+        "HOST": host,
+        "PORT": str(port or ""),
+        "OPTIONS": options,
+        "CONN_MAX_AGE": 60,
+        "CONN_HEALTH_CHECKS": True,
+        "TEST": {"NAME": options.pop("test_name", None) or f"test_{name_part}"},
+    }
+
+
+def check_redis_url(name, url):
+    parts = urlsplit(url)
+    if parts.scheme not in ("redis", "rediss", "unix"):
+        raise ImproperlyConfigured(f"{name} must be a redis://, rediss:// or unix:// URL, got {url!r}")
+    try:
+        parts.port
+    except ValueError:
+        raise ImproperlyConfigured(f"{name} has an invalid port") from None
+    return url
+
+
+# --- Where things live -------------------------------------------------------------
+
+_data_dir = env_str("SIGHTLINE_DATA_DIR", "./var")
+# The default lives beside manage.py whatever the working directory; a value that is
+# set is taken as given (relative to the working directory).
+DATA_DIR = (BASE_DIR / "var") if _data_dir == "./var" else Path(_data_dir).resolve()
+# The all-in-one `serve` writes the addresses of the embedded servers it started here,
+# so that other commands (migrate, shell, create_api_token) find them.
+EMBEDDED_ENV_FILE = DATA_DIR / "run" / "embedded.env"
+
+
+def _embedded_value(key):
+    try:
+        for line in EMBEDDED_ENV_FILE.read_text().splitlines():
+            if line.startswith(key + "="):
+                return line.split("=", 1)[1]
+    except OSError:
+        pass
+    return None
+
+
+DATABASE_URL = env_str("DATABASE_URL")
+REDIS_URL = env_str("REDIS_URL")
+# With DATABASE_URL / REDIS_URL unset, `serve` starts embedded servers. Commands run
+# beside a running `serve` find them through EMBEDDED_ENV_FILE.
+USING_EMBEDDED_DATABASE = DATABASE_URL is None
+USING_EMBEDDED_REDIS = REDIS_URL is None
+_database_url = DATABASE_URL or _embedded_value("DATABASE_URL") or "postgresql://postgres@127.0.0.1:1/sightline"
+_redis_url = REDIS_URL or _embedded_value("REDIS_URL") or "redis://127.0.0.1:1/0"
+
+DATABASES = {"default": parse_database_url("DATABASE_URL", _database_url)}
+SIGHTLINE_REDIS_URL = check_redis_url("REDIS_URL", _redis_url)
+
+# --- Network ---------------------------------------------------------------------
+
+BIND = env_str("SIGHTLINE_BIND", "127.0.0.1")
+OTLP_GRPC_PORT = env_port("SIGHTLINE_OTLP_GRPC_PORT", 4317)
+OTLP_HTTP_PORT = env_port("SIGHTLINE_OTLP_HTTP_PORT", 4318)
+WEB_PORT = env_port("SIGHTLINE_WEB_PORT", 8000)
+_ports = {"SIGHTLINE_OTLP_GRPC_PORT": OTLP_GRPC_PORT, "SIGHTLINE_OTLP_HTTP_PORT": OTLP_HTTP_PORT,
+          "SIGHTLINE_WEB_PORT": WEB_PORT}
+if len(set(_ports.values())) != len(_ports):
+    raise ImproperlyConfigured(f"SIGHTLINE_OTLP_GRPC_PORT, SIGHTLINE_OTLP_HTTP_PORT and SIGHTLINE_WEB_PORT must differ, got {_ports}")
+
+# --- Processes -------------------------------------------------------------------
+
+WEB_WORKERS = env_int("SIGHTLINE_WEB_WORKERS", 2, minimum=1, maximum=64)
+WORKER_CONCURRENCY = env_int("SIGHTLINE_WORKER_CONCURRENCY", 2, minimum=1, maximum=64)
+INGEST_PROCESSES = env_int("SIGHTLINE_INGEST_PROCESSES", 1, minimum=1, maximum=64)
+
+# --- Django ----------------------------------------------------------------------
+
+DEBUG = env_bool("DEBUG", False)
+
+
+def _secret_key():
+    key = env_secret("SECRET_KEY")
+    if key:
+        return key
+    # One machine, no key given: make one and keep it beside the data, so sessions
+    # survive restarts. Production sets SECRET_KEY (or SECRET_KEY_FILE).
+    path = DATA_DIR / "secret_key"
+    try:
+        return path.read_text().strip()
+    except OSError:
+        pass
+    key = secrets.token_urlsafe(50)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(key)
+        path.chmod(0o600)
+    except OSError:
+        pass
+    return key
+
+
+SECRET_KEY = _secret_key()
+ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]")
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "ingest",
+    "traces",
+    "dashboards",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "config.urls"
+WSGI_APPLICATION = "config.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = False
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = DATA_DIR / "static"
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
+}
+WHITENOISE_USE_FINDERS = True
+# Static files are served from the apps (finders) unless collectstatic filled STATIC_ROOT.
+warnings.filterwarnings("ignore", message="No directory at", module="whitenoise.base")
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+LOGIN_URL = "/login/"
+
+LOG_LEVEL = env_str("SIGHTLINE_LOG_LEVEL", "INFO").upper()
+if LOG_LEVEL not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+    raise ImproperlyConfigured(f"SIGHTLINE_LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR, got {LOG_LEVEL!r}")
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "handlers": {"stdout": {"class": "logging.StreamHandler", "stream": "ext://sys.stdout", "formatter": "plain"}},
+    "root": {"handlers": ["stdout"], "level": LOG_LEVEL},
+    "loggers": {"django.db.backends": {"level": "WARNING"}},
+}
+
+# --- Celery ----------------------------------------------------------------------
+
+CELERY_BROKER_URL = SIGHTLINE_REDIS_URL
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
+CELERY_BEAT_SCHEDULE_FILENAME = str(DATA_DIR / "run" / "celerybeat-schedule")
+CELERY_TIMEZONE = "UTC"
