@@ -173,6 +173,27 @@ WEB_WORKERS = env_int("SIGHTLINE_WEB_WORKERS", 2, minimum=1, maximum=64)
 WORKER_CONCURRENCY = env_int("SIGHTLINE_WORKER_CONCURRENCY", 2, minimum=1, maximum=64)
 INGEST_PROCESSES = env_int("SIGHTLINE_INGEST_PROCESSES", 1, minimum=1, maximum=64)
 
+# --- Ingest ----------------------------------------------------------------------
+
+# Largest accepted request body after decompression; larger ones get RESOURCE_EXHAUSTED / 413.
+INGEST_MAX_BODY_BYTES = env_int("SIGHTLINE_INGEST_MAX_BODY_BYTES", 64 * 1024 * 1024, minimum=1024)
+# Export requests one ingest process works on at once; more get UNAVAILABLE / 429 to retry.
+INGEST_MAX_INFLIGHT = env_int("SIGHTLINE_INGEST_MAX_INFLIGHT", 8, minimum=1, maximum=1024)
+# When set, exporters must send "Authorization: Bearer <one of these>".
+INGEST_TOKENS = env_list("SIGHTLINE_INGEST_TOKENS", "")
+# TLS for OTLP/gRPC: both files, or neither.
+GRPC_TLS_CERT = env_str("SIGHTLINE_GRPC_TLS_CERT")
+GRPC_TLS_KEY = env_str("SIGHTLINE_GRPC_TLS_KEY")
+if bool(GRPC_TLS_CERT) != bool(GRPC_TLS_KEY):
+    raise ImproperlyConfigured("SIGHTLINE_GRPC_TLS_CERT and SIGHTLINE_GRPC_TLS_KEY must be set together")
+for _name, _path in (("SIGHTLINE_GRPC_TLS_CERT", GRPC_TLS_CERT), ("SIGHTLINE_GRPC_TLS_KEY", GRPC_TLS_KEY)):
+    if _path and not Path(_path).is_file():
+        raise ImproperlyConfigured(f"{_name}: no such file {_path!r}")
+
+# --- Retention ---------------------------------------------------------------------
+
+RETENTION_DAYS = env_int("SIGHTLINE_RETENTION_DAYS", 7, minimum=1, maximum=3650)
+
 # --- Django ----------------------------------------------------------------------
 
 DEBUG = env_bool("DEBUG", False)
@@ -260,7 +281,7 @@ STORAGES = {
 }
 WHITENOISE_USE_FINDERS = True
 # Static files are served from the apps (finders) unless collectstatic filled STATIC_ROOT.
-warnings.filterwarnings("ignore", message="No directory at", module="whitenoise.base")
+warnings.filterwarnings("ignore", message="No directory at")
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 LOGIN_URL = "/login/"
 

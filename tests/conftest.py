@@ -46,3 +46,33 @@ def sightline_env(ports, data_dir, **extra):
 
 
 PYTHON = sys.executable
+
+
+def database_url(settings_dict):
+    """The URL of the test database pytest-django made, for Sightline subprocesses."""
+    password = f":{settings_dict['PASSWORD']}" if settings_dict["PASSWORD"] else ""
+    return (f"postgresql://{settings_dict['USER']}{password}@{settings_dict['HOST']}:{settings_dict['PORT']}"
+            f"/{settings_dict['NAME']}")
+
+
+@pytest.fixture(scope="session")
+def ingest_server(django_db_setup, tmp_path_factory):
+    """A live `manage.py ingest` on free ports, writing to the test database."""
+    from django.conf import settings
+
+    from tests.processes import Proc, grpc_serving, manage, wait_until
+
+    chosen = set()
+    while len(chosen) < 3:
+        chosen.add(free_port())
+    ports = dict(zip(("grpc", "http", "web"), sorted(chosen)))
+    env = sightline_env(ports, tmp_path_factory.mktemp("ingest"),
+                        DATABASE_URL=database_url(settings.DATABASES["default"]),
+                        REDIS_URL=settings.SIGHTLINE_REDIS_URL, SIGHTLINE_INGEST_MAX_INFLIGHT="32")
+    proc = Proc(manage("ingest", env=env), env=env)
+    try:
+        wait_until(lambda: grpc_serving(ports["grpc"]), 60, "ingest gRPC health", proc)
+        yield {"ports": ports, "proc": proc, "env": env,
+               "grpc": f"127.0.0.1:{ports['grpc']}", "http": f"http://127.0.0.1:{ports['http']}"}
+    finally:
+        proc.stop()

@@ -67,7 +67,7 @@ class Proc:
         self.proc.wait(5)
 
 
-def manage(*args, env):
+def manage(*args, env=None):
     return [PYTHON, str(ROOT / "manage.py"), *args]
 
 

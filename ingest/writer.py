@@ -1,0 +1,145 @@
+"""Batched, idempotent writes of converted OTLP into PostgreSQL.
+
+1. COPY the batch's rows into a temporary staging table (one per connection).
+2. INSERT ... SELECT from staging into the partitioned table ON CONFLICT DO NOTHING:
+   a span delivered twice (exporters retry) is stored once.
+3. Resources, scopes and metric descriptors are upserted the same way, skipping those
+   this process already wrote.
+All in one transaction: when write_*() returns, the batch is committed.
+"""
+
+import datetime as dt
+
+from django.conf import settings
+from django.db import connection, transaction
+
+from traces.partitions import ensure_partition
+
+SPAN_COLUMNS = (
+    "trace_id", "span_id", "parent_span_id", "start_ns", "end_ns", "duration_ns", "name", "kind",
+    "status_code", "status_message", "trace_state", "flags", "service_name", "resource_id", "scope_id",
+    "attributes", "events", "links", "dropped_attributes_count", "dropped_events_count", "dropped_links_count",
+)
+POINT_COLUMNS = (
+    "metric_id", "series_id", "time_ns", "start_time_ns", "attributes", "flags", "value_int", "value_double",
+    "count", "sum", "min", "max", "bucket_counts", "explicit_bounds", "scale", "zero_count", "zero_threshold",
+    "positive", "negative", "quantile_values", "exemplars",
+)
+RESOURCE_COLUMNS = ("id", "service_name", "attributes", "dropped_attributes_count", "schema_url")
+SCOPE_COLUMNS = ("id", "name", "version", "attributes", "dropped_attributes_count", "schema_url")
+METRIC_COLUMNS = ("id", "name", "description", "unit", "type", "temporality", "is_monotonic", "metadata",
+                  "service_name", "resource_id", "scope_id")
+
+_STAGING_SQL = """
+CREATE TEMP TABLE IF NOT EXISTS stage_span (
+    trace_id bytea, span_id bytea, parent_span_id bytea, start_ns bigint, end_ns bigint, duration_ns bigint,
+    name text, kind smallint, status_code smallint, status_message text, trace_state text, flags bigint,
+    service_name text, resource_id bigint, scope_id bigint, attributes jsonb, events jsonb, links jsonb,
+    dropped_attributes_count integer, dropped_events_count integer, dropped_links_count integer
+) ON COMMIT DELETE ROWS;
+CREATE TEMP TABLE IF NOT EXISTS stage_point (
+    metric_id bigint, series_id bigint, time_ns bigint, start_time_ns bigint, attributes jsonb, flags integer,
+    value_int bigint, value_double double precision, count numeric(20, 0), sum double precision,
+    min double precision, max double precision, bucket_counts jsonb, explicit_bounds jsonb, scale integer,
+    zero_count numeric(20, 0), zero_threshold double precision, positive jsonb, negative jsonb,
+    quantile_values jsonb, exemplars jsonb
+) ON COMMIT DELETE ROWS;
+"""
+
+# nanoseconds since the epoch -> timestamptz, exactly to the microsecond
+_NS_TO_TIME = "timestamptz 'epoch' + ({0} / 1000) * interval '1 microsecond'"
+
+_INSERT_SPANS = f"""
+INSERT INTO sightline_span ({", ".join(SPAN_COLUMNS)}, start_time, received_at)
+SELECT {", ".join(SPAN_COLUMNS)}, {_NS_TO_TIME.format("start_ns")}, now() FROM stage_span
+ON CONFLICT DO NOTHING
+"""
+_INSERT_POINTS = f"""
+INSERT INTO sightline_metric_point ({", ".join(POINT_COLUMNS)}, time, received_at)
+SELECT {", ".join(POINT_COLUMNS)}, {_NS_TO_TIME.format("time_ns")}, now() FROM stage_point
+ON CONFLICT DO NOTHING
+"""
+
+_written = {"sightline_resource": set(), "sightline_scope": set(), "sightline_metric": set()}
+_WRITTEN_LIMIT = 100_000
+
+
+def _staging(cursor):
+    """Create this connection's staging tables once."""
+    raw = connection.connection
+    if getattr(raw, "_sightline_staging", False) is not True:
+        cursor.execute(_STAGING_SQL)
+        raw._sightline_staging = True
+
+
+def _copy(cursor, table, columns, rows):
+    with cursor.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
+        for row in rows:
+            copy.write_row(row)
+
+
+def _upsert(cursor, table, columns, rows_by_id):
+    """INSERT ... ON CONFLICT DO NOTHING the rows this process has not written before.
+
+    Returns the ids written, to remember once the transaction has committed.
+    """
+    seen = _written[table]
+    new = [row for row_id, row in rows_by_id.items() if row_id not in seen]
+    if new:
+        values = ", ".join(["(" + ", ".join(["%s"] * len(columns)) + ")"] * len(new))
+        cursor.execute(f"INSERT INTO {table} ({', '.join(columns)}) VALUES {values} ON CONFLICT (id) DO NOTHING",
+                       [value for row in new for value in row])
+    return table, [row[0] for row in new]
+
+
+def _remember(*written):
+    for table, ids in written:
+        seen = _written[table]
+        if len(seen) > _WRITTEN_LIMIT:
+            seen.clear()
+        seen.update(ids)
+
+
+def _partition_window_days():
+    today = int(dt.datetime.now(dt.timezone.utc).timestamp() // 86400)
+    return today - settings.RETENTION_DAYS, today + 1
+
+
+def _ensure_partitions(table, days):
+    low, high = _partition_window_days()
+    for day in days:
+        if low <= day <= high:  # anything else waits in the default partition
+            ensure_partition(table, day)
+
+
+def write_spans(batch):
+    """Store a converted trace batch; return how many spans were new (not duplicates)."""
+    if not batch.rows:
+        return 0
+    _ensure_partitions("sightline_span", batch.days)
+    with transaction.atomic(), connection.cursor() as cursor:
+        _staging(cursor)
+        written = (_upsert(cursor, "sightline_resource", RESOURCE_COLUMNS, batch.resources),
+                   _upsert(cursor, "sightline_scope", SCOPE_COLUMNS, batch.scopes))
+        _copy(cursor, "stage_span", SPAN_COLUMNS, batch.rows)
+        cursor.execute(_INSERT_SPANS)
+        stored = cursor.rowcount
+    _remember(*written)
+    return stored
+
+
+def write_metrics(batch):
+    """Store a converted metrics batch; return how many points were new."""
+    if not batch.rows:
+        return 0
+    _ensure_partitions("sightline_metric_point", batch.days)
+    with transaction.atomic(), connection.cursor() as cursor:
+        _staging(cursor)
+        written = (_upsert(cursor, "sightline_resource", RESOURCE_COLUMNS, batch.resources),
+                   _upsert(cursor, "sightline_scope", SCOPE_COLUMNS, batch.scopes),
+                   _upsert(cursor, "sightline_metric", METRIC_COLUMNS, batch.metrics))
+        _copy(cursor, "stage_point", POINT_COLUMNS, batch.rows)
+        cursor.execute(_INSERT_POINTS)
+        stored = cursor.rowcount
+    _remember(*written)
+    return stored
