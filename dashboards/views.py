@@ -1,7 +1,13 @@
+import time
+
 from django.conf import settings
 from django.db import connection
-from django.http import JsonResponse
+from django.http import HttpResponse, JsonResponse
 from django.shortcuts import render
+
+from dashboards.prometheus import render_prometheus
+from ingest.health import INFLIGHT_KEY, STATS_KEY
+from traces.redis_client import get_redis
 
 
 def _check_database():
@@ -14,8 +20,6 @@ def _check_database():
 
 
 def _check_redis():
-    from traces.redis_client import get_redis
-
     try:
         get_redis().ping()
         return "ok"
@@ -36,3 +40,14 @@ def home(request):
         "http_port": settings.OTLP_HTTP_PORT,
         "host": request.get_host().split(":")[0],
     })
+
+
+def prometheus_metrics(request):
+    """Ingest's own health, summed over every ingest process, in Prometheus text format."""
+    try:
+        client = get_redis()
+        stats = client.hgetall(STATS_KEY)
+        inflight = client.hgetall(INFLIGHT_KEY)
+    except Exception:
+        return HttpResponse("# redis unavailable\n", status=503, content_type="text/plain; version=0.0.4")
+    return HttpResponse(render_prometheus(stats, inflight, time.time()), content_type="text/plain; version=0.0.4")

@@ -3,8 +3,7 @@
 1. COPY the batch's rows into a temporary staging table (one per connection).
 2. INSERT ... SELECT from staging into the partitioned table ON CONFLICT DO NOTHING:
    a span delivered twice (exporters retry) is stored once.
-3. Resources, scopes and metric descriptors are upserted the same way, skipping those
-   this process already wrote.
+3. Resources, scopes and metric descriptors are upserted the same way.
 All in one transaction: when write_*() returns, the batch is committed.
 """
 
@@ -60,10 +59,6 @@ SELECT {", ".join(POINT_COLUMNS)}, {_NS_TO_TIME.format("time_ns")}, now() FROM s
 ON CONFLICT DO NOTHING
 """
 
-_written = {"sightline_resource": set(), "sightline_scope": set(), "sightline_metric": set()}
-_WRITTEN_LIMIT = 100_000
-
-
 def _staging(cursor):
     """Create this connection's staging tables once."""
     raw = connection.connection
@@ -79,25 +74,11 @@ def _copy(cursor, table, columns, rows):
 
 
 def _upsert(cursor, table, columns, rows_by_id):
-    """INSERT ... ON CONFLICT DO NOTHING the rows this process has not written before.
-
-    Returns the ids written, to remember once the transaction has committed.
-    """
-    seen = _written[table]
-    new = [row for row_id, row in rows_by_id.items() if row_id not in seen]
-    if new:
-        values = ", ".join(["(" + ", ".join(["%s"] * len(columns)) + ")"] * len(new))
+    """INSERT ... ON CONFLICT DO NOTHING: a few rows per batch, cheaper than remembering them."""
+    if rows_by_id:
+        values = ", ".join(["(" + ", ".join(["%s"] * len(columns)) + ")"] * len(rows_by_id))
         cursor.execute(f"INSERT INTO {table} ({', '.join(columns)}) VALUES {values} ON CONFLICT (id) DO NOTHING",
-                       [value for row in new for value in row])
-    return table, [row[0] for row in new]
-
-
-def _remember(*written):
-    for table, ids in written:
-        seen = _written[table]
-        if len(seen) > _WRITTEN_LIMIT:
-            seen.clear()
-        seen.update(ids)
+                       [value for row in rows_by_id.values() for value in row])
 
 
 def _partition_window_days():
@@ -119,13 +100,11 @@ def write_spans(batch):
     _ensure_partitions("sightline_span", batch.days)
     with transaction.atomic(), connection.cursor() as cursor:
         _staging(cursor)
-        written = (_upsert(cursor, "sightline_resource", RESOURCE_COLUMNS, batch.resources),
-                   _upsert(cursor, "sightline_scope", SCOPE_COLUMNS, batch.scopes))
+        _upsert(cursor, "sightline_resource", RESOURCE_COLUMNS, batch.resources)
+        _upsert(cursor, "sightline_scope", SCOPE_COLUMNS, batch.scopes)
         _copy(cursor, "stage_span", SPAN_COLUMNS, batch.rows)
         cursor.execute(_INSERT_SPANS)
-        stored = cursor.rowcount
-    _remember(*written)
-    return stored
+        return cursor.rowcount
 
 
 def write_metrics(batch):
@@ -135,11 +114,9 @@ def write_metrics(batch):
     _ensure_partitions("sightline_metric_point", batch.days)
     with transaction.atomic(), connection.cursor() as cursor:
         _staging(cursor)
-        written = (_upsert(cursor, "sightline_resource", RESOURCE_COLUMNS, batch.resources),
-                   _upsert(cursor, "sightline_scope", SCOPE_COLUMNS, batch.scopes),
-                   _upsert(cursor, "sightline_metric", METRIC_COLUMNS, batch.metrics))
+        _upsert(cursor, "sightline_resource", RESOURCE_COLUMNS, batch.resources)
+        _upsert(cursor, "sightline_scope", SCOPE_COLUMNS, batch.scopes)
+        _upsert(cursor, "sightline_metric", METRIC_COLUMNS, batch.metrics)
         _copy(cursor, "stage_point", POINT_COLUMNS, batch.rows)
         cursor.execute(_INSERT_POINTS)
-        stored = cursor.rowcount
-    _remember(*written)
-    return stored
+        return cursor.rowcount
