@@ -76,3 +76,32 @@ def ingest_server(django_db_setup, tmp_path_factory):
                "grpc": f"127.0.0.1:{ports['grpc']}", "http": f"http://127.0.0.1:{ports['http']}"}
     finally:
         proc.stop()
+
+
+@pytest.fixture
+def start_ingest(django_db_setup, tmp_path):
+    """Start extra `manage.py ingest` processes with settings of the test's choosing."""
+    from django.conf import settings
+
+    from tests.processes import Proc, grpc_serving, manage, wait_until
+
+    started = []
+
+    def start(args=(), wait=True, **overrides):
+        chosen = set()
+        while len(chosen) < 3:
+            chosen.add(free_port())
+        ports = dict(zip(("grpc", "http", "web"), sorted(chosen)))
+        values = {"DATABASE_URL": database_url(settings.DATABASES["default"]),
+                  "REDIS_URL": settings.SIGHTLINE_REDIS_URL, **overrides}
+        env = sightline_env(ports, tmp_path / f"ingest{len(started)}", **values)
+        proc = Proc(manage("ingest", *args), env=env)
+        started.append(proc)
+        if wait:
+            wait_until(lambda: grpc_serving(ports["grpc"]), 60, "ingest gRPC health", proc)
+        return {"ports": ports, "proc": proc, "env": env, "grpc": f"127.0.0.1:{ports['grpc']}",
+                "http": f"http://127.0.0.1:{ports['http']}"}
+
+    yield start
+    for proc in started:
+        proc.stop()
