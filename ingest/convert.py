@@ -13,6 +13,7 @@ import base64
 import hashlib
 import json
 import math
+import time
 from dataclasses import dataclass, field
 
 MAX_NAME = 1024  # span names, metric names, event names, attribute keys
@@ -32,6 +33,20 @@ def text(value, limit=MAX_STRING):
     if "\x00" in value:
         value = value.replace("\x00", "\ufffd")
     return value
+
+
+_seconds_text = {}
+
+
+def timestamp_text(ns):
+    """Nanoseconds since the epoch as PostgreSQL timestamptz text, to the microsecond."""
+    seconds, rest = divmod(ns, 1_000_000_000)
+    prefix = _seconds_text.get(seconds)
+    if prefix is None:  # spans of one batch mostly share their second: format it once
+        if len(_seconds_text) > 4096:
+            _seconds_text.clear()
+        prefix = _seconds_text[seconds] = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(seconds))
+    return f"{prefix}.{rest // 1000:06d}+00"
 
 
 def content_id(data: bytes) -> int:
@@ -165,6 +180,7 @@ def convert_traces(request) -> Batch:
                     _events(span) if span.events else "[]",
                     _links(span) if span.links else "[]",
                     span.dropped_attributes_count, span.dropped_events_count, span.dropped_links_count,
+                    timestamp_text(start),
                 ))
                 batch.trace_ids.add(span.trace_id)
                 batch.days.add(start // NS_PER_DAY)
@@ -208,7 +224,7 @@ def _point_row(metric_id, point, mtype):
     attrs_json = _dumps(attrs)
     row = [metric_id, content_id(attrs_json.encode()), point.time_unix_nano, point.start_time_unix_nano,
            attrs_json, point.flags, None, None, None, None, None, None, None, None, None, None, None, None, None, None,
-           _exemplars(point) if mtype != SUMMARY else "[]"]
+           _exemplars(point) if mtype != SUMMARY else "[]", timestamp_text(point.time_unix_nano)]
     # indexes into row: 6 value_int, 7 value_double, 8 count, 9 sum, 10 min, 11 max, 12 bucket_counts,
     # 13 explicit_bounds, 14 scale, 15 zero_count, 16 zero_threshold, 17 positive, 18 negative, 19 quantiles
     if mtype in (GAUGE, SUM):

@@ -13,6 +13,7 @@ import threading
 import time
 from dataclasses import dataclass
 
+import psycopg
 from django.conf import settings
 from django.db import DatabaseError, InterfaceError, OperationalError, connection
 from redis.exceptions import RedisError
@@ -92,7 +93,7 @@ def _store(signal, batch, write):
     try:
         stored = write(batch)
         _hand_off(batch.trace_ids)
-    except (OperationalError, InterfaceError) as exc:
+    except (OperationalError, InterfaceError, psycopg.OperationalError, psycopg.InterfaceError) as exc:
         connection.close()  # reconnect on the next request
         health.counter("write_failures_total").inc()
         log.warning("database unavailable: %s", exc)
@@ -101,7 +102,7 @@ def _store(signal, batch, write):
         health.counter("write_failures_total").inc()
         log.warning("redis unavailable: %s", exc)
         raise Unavailable("redis is unavailable; retry later") from exc
-    except DatabaseError as exc:
+    except (DatabaseError, psycopg.Error) as exc:
         connection.close()
         health.counter("write_failures_total").inc()
         log.exception("database error writing %s", signal)

@@ -1,16 +1,18 @@
 """Batched, idempotent writes of converted OTLP into PostgreSQL.
 
-1. COPY the batch's rows into a temporary staging table (one per connection).
-2. INSERT ... SELECT from staging into the partitioned table ON CONFLICT DO NOTHING:
-   a span delivered twice (exporters retry) is stored once.
-3. Resources, scopes and metric descriptors are upserted the same way.
+1. Upsert the batch's resources, scopes and metric descriptors (INSERT ... ON CONFLICT).
+2. COPY the rows straight into the partitioned table, inside a savepoint.
+3. If that hits a row stored before (an exporter retried), roll back to the savepoint,
+   COPY into a temporary staging table and INSERT ... SELECT ... ON CONFLICT DO NOTHING:
+   a span delivered twice is stored once.
 All in one transaction: when write_*() returns, the batch is committed.
 """
 
 import datetime as dt
 
+import psycopg
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import IntegrityError, connection, transaction
 
 from traces.partitions import ensure_partition
 
@@ -18,11 +20,12 @@ SPAN_COLUMNS = (
     "trace_id", "span_id", "parent_span_id", "start_ns", "end_ns", "duration_ns", "name", "kind",
     "status_code", "status_message", "trace_state", "flags", "service_name", "resource_id", "scope_id",
     "attributes", "events", "links", "dropped_attributes_count", "dropped_events_count", "dropped_links_count",
+    "start_time",
 )
 POINT_COLUMNS = (
     "metric_id", "series_id", "time_ns", "start_time_ns", "attributes", "flags", "value_int", "value_double",
     "count", "sum", "min", "max", "bucket_counts", "explicit_bounds", "scale", "zero_count", "zero_threshold",
-    "positive", "negative", "quantile_values", "exemplars",
+    "positive", "negative", "quantile_values", "exemplars", "time",
 )
 RESOURCE_COLUMNS = ("id", "service_name", "attributes", "dropped_attributes_count", "schema_url")
 SCOPE_COLUMNS = ("id", "name", "version", "attributes", "dropped_attributes_count", "schema_url")
@@ -34,30 +37,20 @@ CREATE TEMP TABLE IF NOT EXISTS stage_span (
     trace_id bytea, span_id bytea, parent_span_id bytea, start_ns bigint, end_ns bigint, duration_ns bigint,
     name text, kind smallint, status_code smallint, status_message text, trace_state text, flags bigint,
     service_name text, resource_id bigint, scope_id bigint, attributes jsonb, events jsonb, links jsonb,
-    dropped_attributes_count integer, dropped_events_count integer, dropped_links_count integer
+    dropped_attributes_count integer, dropped_events_count integer, dropped_links_count integer,
+    start_time timestamptz
 ) ON COMMIT DELETE ROWS;
 CREATE TEMP TABLE IF NOT EXISTS stage_point (
     metric_id bigint, series_id bigint, time_ns bigint, start_time_ns bigint, attributes jsonb, flags integer,
     value_int bigint, value_double double precision, count numeric(20, 0), sum double precision,
     min double precision, max double precision, bucket_counts jsonb, explicit_bounds jsonb, scale integer,
     zero_count numeric(20, 0), zero_threshold double precision, positive jsonb, negative jsonb,
-    quantile_values jsonb, exemplars jsonb
+    quantile_values jsonb, exemplars jsonb, time timestamptz
 ) ON COMMIT DELETE ROWS;
 """
 
-# nanoseconds since the epoch -> timestamptz, exactly to the microsecond
-_NS_TO_TIME = "timestamptz 'epoch' + ({0} / 1000) * interval '1 microsecond'"
+_INSERT_NEW = "INSERT INTO {table} ({columns}) SELECT {columns} FROM {stage} ON CONFLICT DO NOTHING"
 
-_INSERT_SPANS = f"""
-INSERT INTO sightline_span ({", ".join(SPAN_COLUMNS)}, start_time, received_at)
-SELECT {", ".join(SPAN_COLUMNS)}, {_NS_TO_TIME.format("start_ns")}, now() FROM stage_span
-ON CONFLICT DO NOTHING
-"""
-_INSERT_POINTS = f"""
-INSERT INTO sightline_metric_point ({", ".join(POINT_COLUMNS)}, time, received_at)
-SELECT {", ".join(POINT_COLUMNS)}, {_NS_TO_TIME.format("time_ns")}, now() FROM stage_point
-ON CONFLICT DO NOTHING
-"""
 
 def _staging(cursor):
     """Create this connection's staging tables once."""
@@ -93,30 +86,44 @@ def _ensure_partitions(table, days):
             ensure_partition(table, day)
 
 
+def _write(table, stage, columns, batch, descriptors):
+    """COPY straight into the table; if some rows were stored before, insert only the new ones.
+
+    Duplicates come from exporter retries, which are rare: the common case pays for one
+    COPY, and only a batch that hits an existing row pays for staging and ON CONFLICT.
+    """
+    _ensure_partitions(table, batch.days)
+    with transaction.atomic(), connection.cursor() as cursor:
+        for descriptor_table, descriptor_columns, rows_by_id in descriptors:
+            _upsert(cursor, descriptor_table, descriptor_columns, rows_by_id)
+        try:
+            with transaction.atomic():  # a savepoint to fall back to
+                _copy(cursor, table, columns, batch.rows)
+            return len(batch.rows)
+        except (IntegrityError, psycopg.errors.UniqueViolation):  # COPY errors are not wrapped by Django
+            pass
+        _staging(cursor)
+        _copy(cursor, stage, columns, batch.rows)
+        cursor.execute(_INSERT_NEW.format(table=table, stage=stage, columns=", ".join(columns)))
+        return cursor.rowcount
+
+
 def write_spans(batch):
     """Store a converted trace batch; return how many spans were new (not duplicates)."""
     if not batch.rows:
         return 0
-    _ensure_partitions("sightline_span", batch.days)
-    with transaction.atomic(), connection.cursor() as cursor:
-        _staging(cursor)
-        _upsert(cursor, "sightline_resource", RESOURCE_COLUMNS, batch.resources)
-        _upsert(cursor, "sightline_scope", SCOPE_COLUMNS, batch.scopes)
-        _copy(cursor, "stage_span", SPAN_COLUMNS, batch.rows)
-        cursor.execute(_INSERT_SPANS)
-        return cursor.rowcount
+    return _write("sightline_span", "stage_span", SPAN_COLUMNS, batch, (
+        ("sightline_resource", RESOURCE_COLUMNS, batch.resources),
+        ("sightline_scope", SCOPE_COLUMNS, batch.scopes),
+    ))
 
 
 def write_metrics(batch):
     """Store a converted metrics batch; return how many points were new."""
     if not batch.rows:
         return 0
-    _ensure_partitions("sightline_metric_point", batch.days)
-    with transaction.atomic(), connection.cursor() as cursor:
-        _staging(cursor)
-        _upsert(cursor, "sightline_resource", RESOURCE_COLUMNS, batch.resources)
-        _upsert(cursor, "sightline_scope", SCOPE_COLUMNS, batch.scopes)
-        _upsert(cursor, "sightline_metric", METRIC_COLUMNS, batch.metrics)
-        _copy(cursor, "stage_point", POINT_COLUMNS, batch.rows)
-        cursor.execute(_INSERT_POINTS)
-        return cursor.rowcount
+    return _write("sightline_metric_point", "stage_point", POINT_COLUMNS, batch, (
+        ("sightline_resource", RESOURCE_COLUMNS, batch.resources),
+        ("sightline_scope", SCOPE_COLUMNS, batch.scopes),
+        ("sightline_metric", METRIC_COLUMNS, batch.metrics),
+    ))

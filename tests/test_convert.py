@@ -104,7 +104,7 @@ def test_deeply_nested_values_are_cut_not_recursed_forever():
 def test_the_service_name_comes_from_the_resource_or_is_unknown():
     batch = convert.convert_traces(request_with({}, service=""))
     assert row_of(batch)["service_name"] == convert.UNKNOWN_SERVICE
-    assert convert.convert_traces(request_with({}, service="cart")).rows[0][12] == "cart"
+    assert row_of(convert.convert_traces(request_with({}, service="cart")))["service_name"] == "cart"
 
 
 def test_identical_resources_share_one_id():
