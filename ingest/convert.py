@@ -79,7 +79,19 @@ def any_value(value, depth=0):
 def attributes(key_values, depth=0):
     result = {}
     for kv in key_values:
-        result[text(kv.key, MAX_NAME)] = any_value(kv.value, depth)
+        key, value = kv.key, kv.value
+        kind = value.WhichOneof("value")
+        if kind == "string_value":  # by far the most common: no function call
+            item = value.string_value
+            if len(item) > MAX_STRING or "\x00" in item:
+                item = text(item)
+        elif kind == "int_value":
+            item = value.int_value
+        else:
+            item = any_value(value, depth)
+        if len(key) > MAX_NAME or "\x00" in key:
+            key = text(key, MAX_NAME)
+        result[key] = item
     return result
 
 
