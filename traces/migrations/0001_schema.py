@@ -157,7 +157,6 @@ CREATE TABLE sightline_span (
     PRIMARY KEY (trace_id, span_id, start_time)
 ) PARTITION BY RANGE (start_time);
 CREATE TABLE sightline_span_default PARTITION OF sightline_span DEFAULT;
-CREATE INDEX sightline_span_service_time ON sightline_span (service_name, start_time);
 CREATE INDEX sightline_span_received ON sightline_span USING brin (received_at);
 
 CREATE TABLE sightline_metric_point (
