@@ -22,6 +22,8 @@ MAX_DEPTH = 8  # nesting of array / kvlist attribute values
 ZERO_TRACE_ID = bytes(16)
 ZERO_SPAN_ID = bytes(8)
 NS_PER_DAY = 86_400 * 1_000_000_000
+MAX_TIME_NS = 2**63 - 1  # uint64 times are stored in bigint columns; later than 2262 is refused
+MAX_COUNT = 2**31 - 1  # uint32 dropped counts are stored in integer columns, capped here
 UNKNOWN_SERVICE = "unknown_service"
 
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
@@ -124,7 +126,8 @@ def _resource(batch, resource_msg, schema_url):
         service = attrs.get("service.name")
         if not isinstance(service, str) or not service:
             service = UNKNOWN_SERVICE
-        batch.resources[rid] = (rid, service, _dumps(attrs), resource_msg.dropped_attributes_count, text(schema_url))
+        batch.resources[rid] = (rid, service, _dumps(attrs), min(resource_msg.dropped_attributes_count, MAX_COUNT),
+                                text(schema_url))
     return rid, batch.resources[rid][1]
 
 
@@ -133,7 +136,8 @@ def _scope(batch, scope_msg, schema_url):
     sid = content_id(data)
     if sid not in batch.scopes:
         batch.scopes[sid] = (sid, text(scope_msg.name, MAX_NAME), text(scope_msg.version, MAX_NAME),
-                             attributes_json(scope_msg.attributes), scope_msg.dropped_attributes_count, text(schema_url))
+                             attributes_json(scope_msg.attributes), min(scope_msg.dropped_attributes_count, MAX_COUNT),
+                             text(schema_url))
     return sid
 
 
@@ -164,6 +168,8 @@ def _span_problem(span):
         return "invalid parent_span_id: must be empty or 8 bytes"
     if span.start_time_unix_nano == 0:
         return "start_time_unix_nano is required"
+    if span.start_time_unix_nano > MAX_TIME_NS or span.end_time_unix_nano > MAX_TIME_NS:
+        return "span times must be before the year 2262"
     return None
 
 
@@ -191,8 +197,8 @@ def convert_traces(request) -> Batch:
                     attributes_json(span.attributes),
                     _events(span) if span.events else "[]",
                     _links(span) if span.links else "[]",
-                    span.dropped_attributes_count, span.dropped_events_count, span.dropped_links_count,
-                    timestamp_text(start),
+                    min(span.dropped_attributes_count, MAX_COUNT), min(span.dropped_events_count, MAX_COUNT),
+                    min(span.dropped_links_count, MAX_COUNT), timestamp_text(start),
                 ))
                 batch.trace_ids.add(span.trace_id)
                 batch.days.add(start // NS_PER_DAY)
@@ -293,6 +299,9 @@ def convert_metrics(request) -> Batch:
                 for point in data.data_points:
                     if point.time_unix_nano == 0:
                         batch.reject("time_unix_nano is required")
+                        continue
+                    if point.time_unix_nano > MAX_TIME_NS or point.start_time_unix_nano > MAX_TIME_NS:
+                        batch.reject("point times must be before the year 2262")
                         continue
                     batch.rows.append(_point_row(mid, point, _TYPES[kind]))
                     batch.days.add(point.time_unix_nano // NS_PER_DAY)

@@ -5,11 +5,12 @@ import logging
 import grpc
 from google.protobuf import duration_pb2
 from google.rpc import error_details_pb2, status_pb2
-from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2, metrics_service_pb2_grpc
-from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
+from google.protobuf.message import DecodeError
+from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 
 from ingest import health, pipeline
-from ingest.errors import IngestError
+from ingest.errors import IngestError, InvalidArgument
 
 log = logging.getLogger("sightline.ingest")
 
@@ -32,9 +33,14 @@ def _authorization(context):
     return None
 
 
-def _run(context, export, request):
+def _run(context, export, message_type, body):
+    """Parse here, not in grpcio, so that a body that does not parse gets INVALID_ARGUMENT."""
     try:
         pipeline.check_token(_authorization(context))
+        try:
+            request = message_type.FromString(body)
+        except DecodeError as exc:
+            raise InvalidArgument(f"the request is not a valid {message_type.DESCRIPTOR.name}: {exc}") from None
         return export(request)
     except IngestError as error:
         _abort(context, error)
@@ -44,26 +50,28 @@ def _run(context, export, request):
         context.abort(grpc.StatusCode.INTERNAL, "internal error")
 
 
-class TraceService(trace_service_pb2_grpc.TraceServiceServicer):
-    def Export(self, request, context):
-        result = _run(context, pipeline.export_traces, request)
-        response = trace_service_pb2.ExportTraceServiceResponse()
-        if result.rejected:
-            response.partial_success.rejected_spans = result.rejected
-            response.partial_success.error_message = result.error
-        return response
+def export_traces(body, context):
+    result = _run(context, pipeline.export_traces, trace_service_pb2.ExportTraceServiceRequest, body)
+    response = trace_service_pb2.ExportTraceServiceResponse()
+    if result.rejected:
+        response.partial_success.rejected_spans = result.rejected
+        response.partial_success.error_message = result.error
+    return response
 
 
-class MetricsService(metrics_service_pb2_grpc.MetricsServiceServicer):
-    def Export(self, request, context):
-        result = _run(context, pipeline.export_metrics, request)
-        response = metrics_service_pb2.ExportMetricsServiceResponse()
-        if result.rejected:
-            response.partial_success.rejected_data_points = result.rejected
-            response.partial_success.error_message = result.error
-        return response
+def export_metrics(body, context):
+    result = _run(context, pipeline.export_metrics, metrics_service_pb2.ExportMetricsServiceRequest, body)
+    response = metrics_service_pb2.ExportMetricsServiceResponse()
+    if result.rejected:
+        response.partial_success.rejected_data_points = result.rejected
+        response.partial_success.error_message = result.error
+    return response
 
 
 def add_to_server(server):
-    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(TraceService(), server)
-    metrics_service_pb2_grpc.add_MetricsServiceServicer_to_server(MetricsService(), server)
+    """TraceService/Export and MetricsService/Export, taking the request bytes as they came."""
+    for service, handler in (("opentelemetry.proto.collector.trace.v1.TraceService", export_traces),
+                             ("opentelemetry.proto.collector.metrics.v1.MetricsService", export_metrics)):
+        method = grpc.unary_unary_rpc_method_handler(handler, request_deserializer=None,
+                                                     response_serializer=lambda response: response.SerializeToString())
+        server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service, {"Export": method}),))

@@ -151,24 +151,29 @@ def _read_chunked(rfile, limit):
     raise InvalidArgument("the chunked body has too many trailer lines")
 
 
-def _gunzip(data, limit):
-    """Decompress every gzip member of data, refusing to produce more than limit bytes."""
+# zlib window bits per Content-Encoding: gzip framing, or zlib framing for deflate
+# (what HTTP calls deflate; some clients send raw deflate, which wbits 47 does not take).
+_WBITS = {"gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}
+
+
+def _decompress(data, limit, encoding="gzip"):
+    """Decompress every member of data, refusing to produce more than limit bytes."""
     if not data:
-        raise InvalidArgument("the gzip body is empty")
+        raise InvalidArgument(f"the {encoding} body is empty")
     out = bytearray()
     try:
         while data:
-            member = zlib.decompressobj(16 + zlib.MAX_WBITS)
+            member = zlib.decompressobj(_WBITS[encoding])
             while data and not member.eof:
                 out += member.decompress(data, limit + 1 - len(out))  # max_length is >= 1 here
                 if len(out) > limit:
                     raise TooLarge(f"the body is larger than {limit} bytes after decompression")
                 data = member.unconsumed_tail
             if not member.eof:
-                raise InvalidArgument("the gzip body is truncated")
+                raise InvalidArgument(f"the {encoding} body is truncated")
             data = member.unused_data
     except zlib.error as exc:
-        raise InvalidArgument(f"the body is not valid gzip: {exc}") from None
+        raise InvalidArgument(f"the body is not valid {encoding}: {exc}") from None
     return bytes(out)
 
 
@@ -229,9 +234,9 @@ class OTLPHandler(BaseHTTPRequestHandler):
         if _media_type(self.headers.get("Content-Type")) not in (PROTOBUF, JSON):
             raise HTTPError(415, grpc.StatusCode.INVALID_ARGUMENT, f"Content-Type must be {PROTOBUF} or {JSON}")
         encoding = (self.headers.get("Content-Encoding") or "identity").strip().lower()
-        if encoding not in ("identity", "gzip"):
-            raise HTTPError(415, grpc.StatusCode.INVALID_ARGUMENT, "Content-Encoding must be gzip or identity")
-        self._gzip = encoding == "gzip"
+        if encoding not in ("identity", "gzip", "deflate"):
+            raise HTTPError(415, grpc.StatusCode.INVALID_ARGUMENT, "Content-Encoding must be gzip, deflate or identity")
+        self._encoding = encoding
         return route
 
     def _read_body(self):
@@ -243,7 +248,7 @@ class OTLPHandler(BaseHTTPRequestHandler):
         except OSError:
             raise InvalidArgument("the connection failed while reading the body") from None
         self._body_read = True
-        return _gunzip(body, limit) if self._gzip else body
+        return body if self._encoding == "identity" else _decompress(body, limit, self._encoding)
 
     def _read_raw(self, limit):
         transfer_encoding = self.headers.get("Transfer-Encoding")

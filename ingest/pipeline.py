@@ -15,11 +15,11 @@ from dataclasses import dataclass
 
 import psycopg
 from django.conf import settings
-from django.db import DatabaseError, InterfaceError, OperationalError, connection
+from django.db import DatabaseError, DataError, InterfaceError, OperationalError, connection
 from redis.exceptions import RedisError
 
 from ingest import convert, health, writer
-from ingest.errors import Overloaded, Unauthenticated, Unavailable
+from ingest.errors import InvalidArgument, Overloaded, Unauthenticated, Unavailable
 from traces.redis_client import get_redis
 
 log = logging.getLogger("sightline.ingest")
@@ -102,6 +102,11 @@ def _store(signal, batch, write):
         health.counter("write_failures_total").inc()
         log.warning("redis unavailable: %s", exc)
         raise Unavailable("redis is unavailable; retry later") from exc
+    except (DataError, psycopg.DataError) as exc:
+        # Retrying cannot help: say so, or the exporter would resend this batch forever.
+        health.counter("write_failures_total").inc()
+        log.warning("the database refused a %s batch as invalid: %s", signal, exc)
+        raise InvalidArgument(f"the database refused the batch: {exc}".splitlines()[0]) from exc
     except (DatabaseError, psycopg.Error) as exc:
         connection.close()
         health.counter("write_failures_total").inc()

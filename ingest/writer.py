@@ -41,7 +41,7 @@ CREATE TEMP TABLE IF NOT EXISTS stage_span (
     start_time timestamptz
 ) ON COMMIT DELETE ROWS;
 CREATE TEMP TABLE IF NOT EXISTS stage_point (
-    metric_id bigint, series_id bigint, time_ns bigint, start_time_ns bigint, attributes jsonb, flags integer,
+    metric_id bigint, series_id bigint, time_ns bigint, start_time_ns bigint, attributes jsonb, flags bigint,
     value_int bigint, value_double double precision, count numeric(20, 0), sum double precision,
     min double precision, max double precision, bucket_counts jsonb, explicit_bounds jsonb, scale integer,
     zero_count numeric(20, 0), zero_threshold double precision, positive jsonb, negative jsonb,

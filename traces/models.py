@@ -142,7 +142,7 @@ class MetricPoint(models.Model):
     time_ns = models.BigIntegerField()
     start_time_ns = models.BigIntegerField()
     attributes = models.JSONField(default=dict)
-    flags = models.IntegerField(default=0)
+    flags = models.BigIntegerField(default=0)
     # gauge and sum
     value_int = models.BigIntegerField(null=True)
     value_double = models.FloatField(null=True)
