@@ -48,8 +48,12 @@ def sightline_env(ports, data_dir, **extra):
 PYTHON = sys.executable
 
 
-def database_url(settings_dict):
+def database_url(settings_dict=None):
     """The URL of the test database pytest-django made, for Sightline subprocesses."""
+    from django.db import connection
+
+    settings_dict = settings_dict or connection.settings_dict
+    assert settings_dict["NAME"].startswith("test_"), "the test database is not set up"
     password = f":{settings_dict['PASSWORD']}" if settings_dict["PASSWORD"] else ""
     return (f"postgresql://{settings_dict['USER']}{password}@{settings_dict['HOST']}:{settings_dict['PORT']}"
             f"/{settings_dict['NAME']}")
@@ -67,7 +71,7 @@ def ingest_server(django_db_setup, tmp_path_factory):
         chosen.add(free_port())
     ports = dict(zip(("grpc", "http", "web"), sorted(chosen)))
     env = sightline_env(ports, tmp_path_factory.mktemp("ingest"),
-                        DATABASE_URL=database_url(settings.DATABASES["default"]),
+                        DATABASE_URL=database_url(),
                         REDIS_URL=settings.SIGHTLINE_REDIS_URL, SIGHTLINE_INGEST_MAX_INFLIGHT="32")
     proc = Proc(manage("ingest", env=env), env=env)
     try:
@@ -92,7 +96,7 @@ def start_ingest(django_db_setup, tmp_path):
         while len(chosen) < 3:
             chosen.add(free_port())
         ports = dict(zip(("grpc", "http", "web"), sorted(chosen)))
-        values = {"DATABASE_URL": database_url(settings.DATABASES["default"]),
+        values = {"DATABASE_URL": database_url(),
                   "REDIS_URL": settings.SIGHTLINE_REDIS_URL, **overrides}
         env = sightline_env(ports, tmp_path / f"ingest{len(started)}", **values)
         proc = Proc(manage("ingest", *args), env=env)
@@ -105,3 +109,10 @@ def start_ingest(django_db_setup, tmp_path):
     yield start
     for proc in started:
         proc.stop()
+
+
+def pytest_collection_modifyitems(items):
+    """Tests that start Sightline processes need the test database, marked or not."""
+    for item in items:
+        if {"ingest_server", "start_ingest"} & set(item.fixturenames) and not item.get_closest_marker("django_db"):
+            item.add_marker(pytest.mark.django_db(transaction=True))

@@ -7,10 +7,10 @@ import time
 import psutil
 import pytest
 
-from tests.conftest import sightline_env
+from tests.conftest import database_url, sightline_env
 from tests.processes import Proc, grpc_serving, http_ok, manage, wait_until
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
 
 def child_kinds(proc):
@@ -62,10 +62,8 @@ def test_serve_with_embedded_servers_starts_every_process_and_stops_them_all(tmp
         proc.stop()
 
 
-def test_serve_with_configured_servers_starts_no_database_or_redis(tmp_path, ports, django_db_setup, settings):
-    db = settings.DATABASES["default"]
-    url = f"postgresql://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
-    env = sightline_env(ports, tmp_path / "data", DATABASE_URL=url, REDIS_URL=os.environ["REDIS_URL"])
+def test_serve_with_configured_servers_starts_no_database_or_redis(tmp_path, ports):
+    env = sightline_env(ports, tmp_path / "data", DATABASE_URL=database_url(), REDIS_URL=os.environ["REDIS_URL"])
     proc = start_serve(ports, env)
     try:
         wait_until(lambda: {"ingest", "web", "worker", "beat"} <= set(child_kinds(proc)), 60, "every process", proc)
@@ -77,10 +75,8 @@ def test_serve_with_configured_servers_starts_no_database_or_redis(tmp_path, por
         proc.stop()
 
 
-def test_a_child_that_dies_is_restarted_and_the_log_says_so(tmp_path, ports, django_db_setup, settings):
-    db = settings.DATABASES["default"]
-    url = f"postgresql://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
-    env = sightline_env(ports, tmp_path / "data", DATABASE_URL=url, REDIS_URL=os.environ["REDIS_URL"])
+def test_a_child_that_dies_is_restarted_and_the_log_says_so(tmp_path, ports):
+    env = sightline_env(ports, tmp_path / "data", DATABASE_URL=database_url(), REDIS_URL=os.environ["REDIS_URL"])
     proc = start_serve(ports, env)
     try:
         wait_until(lambda: "ingest" in child_kinds(proc), 30, "ingest", proc)
