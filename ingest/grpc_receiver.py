@@ -51,21 +51,13 @@ def _run(context, export, message_type, body):
 
 
 def export_traces(body, context):
-    result = _run(context, pipeline.export_traces, trace_service_pb2.ExportTraceServiceRequest, body)
-    response = trace_service_pb2.ExportTraceServiceResponse()
-    if result.rejected:
-        response.partial_success.rejected_spans = result.rejected
-        response.partial_success.error_message = result.error
-    return response
+    return pipeline.trace_response(
+        _run(context, pipeline.export_traces, trace_service_pb2.ExportTraceServiceRequest, body))
 
 
 def export_metrics(body, context):
-    result = _run(context, pipeline.export_metrics, metrics_service_pb2.ExportMetricsServiceRequest, body)
-    response = metrics_service_pb2.ExportMetricsServiceResponse()
-    if result.rejected:
-        response.partial_success.rejected_data_points = result.rejected
-        response.partial_success.error_message = result.error
-    return response
+    return pipeline.metrics_response(
+        _run(context, pipeline.export_metrics, metrics_service_pb2.ExportMetricsServiceRequest, body))
 
 
 def add_to_server(server):

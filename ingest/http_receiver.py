@@ -63,27 +63,11 @@ class Route:
     response: Callable  # ExportResult -> response message
 
 
-def _trace_response(result):
-    response = trace_service_pb2.ExportTraceServiceResponse()
-    if result.rejected:
-        response.partial_success.rejected_spans = result.rejected
-        response.partial_success.error_message = result.error
-    return response
-
-
-def _metrics_response(result):
-    response = metrics_service_pb2.ExportMetricsServiceResponse()
-    if result.rejected:
-        response.partial_success.rejected_data_points = result.rejected
-        response.partial_success.error_message = result.error
-    return response
-
-
 ROUTES = {
     "/v1/traces": Route(pipeline.export_traces, trace_service_pb2.ExportTraceServiceRequest,
-                        otlp_json.decode_traces, _trace_response),
+                        otlp_json.decode_traces, pipeline.trace_response),
     "/v1/metrics": Route(pipeline.export_metrics, metrics_service_pb2.ExportMetricsServiceRequest,
-                         otlp_json.decode_metrics, _metrics_response),
+                         otlp_json.decode_metrics, pipeline.metrics_response),
 }
 
 

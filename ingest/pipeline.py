@@ -18,6 +18,9 @@ from django.conf import settings
 from django.db import DatabaseError, DataError, InterfaceError, OperationalError, connection
 from redis.exceptions import RedisError
 
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceResponse
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
+
 from ingest import convert, health, writer
 from ingest.errors import InvalidArgument, Overloaded, Unauthenticated, Unavailable
 from traces.redis_client import get_redis
@@ -133,3 +136,20 @@ def export_traces(request):
 
 def export_metrics(request):
     return _export("points", request, convert.convert_metrics, writer.write_metrics)
+
+
+def trace_response(result):
+    """The ExportTraceServiceResponse for a result, with partial_success when spans were rejected."""
+    response = ExportTraceServiceResponse()
+    if result.rejected:
+        response.partial_success.rejected_spans = result.rejected
+        response.partial_success.error_message = result.error
+    return response
+
+
+def metrics_response(result):
+    response = ExportMetricsServiceResponse()
+    if result.rejected:
+        response.partial_success.rejected_data_points = result.rejected
+        response.partial_success.error_message = result.error
+    return response

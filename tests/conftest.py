@@ -15,13 +15,17 @@ def free_port():
         return sock.getsockname()[1]
 
 
-@pytest.fixture
-def ports():
+def free_ports():
     """Three distinct free ports: grpc, http, web."""
     chosen = set()
     while len(chosen) < 3:
         chosen.add(free_port())
     return dict(zip(("grpc", "http", "web"), sorted(chosen)))
+
+
+@pytest.fixture
+def ports():
+    return free_ports()
 
 
 def sightline_env(ports, data_dir, **extra):
@@ -66,10 +70,7 @@ def ingest_server(django_db_setup, tmp_path_factory):
 
     from tests.processes import Proc, grpc_serving, manage, wait_until
 
-    chosen = set()
-    while len(chosen) < 3:
-        chosen.add(free_port())
-    ports = dict(zip(("grpc", "http", "web"), sorted(chosen)))
+    ports = free_ports()
     env = sightline_env(ports, tmp_path_factory.mktemp("ingest"),
                         DATABASE_URL=database_url(),
                         REDIS_URL=settings.SIGHTLINE_REDIS_URL, SIGHTLINE_INGEST_MAX_INFLIGHT="32")
@@ -92,10 +93,7 @@ def start_ingest(django_db_setup, tmp_path):
     started = []
 
     def start(args=(), wait=True, **overrides):
-        chosen = set()
-        while len(chosen) < 3:
-            chosen.add(free_port())
-        ports = dict(zip(("grpc", "http", "web"), sorted(chosen)))
+        ports = free_ports()
         values = {"DATABASE_URL": database_url(),
                   "REDIS_URL": settings.SIGHTLINE_REDIS_URL, **overrides}
         env = sightline_env(ports, tmp_path / f"ingest{len(started)}", **values)

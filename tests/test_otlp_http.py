@@ -40,7 +40,7 @@ from opentelemetry.trace import Link, SpanKind, Status, StatusCode, set_span_in_
 
 from config.embedded import EmbeddedRedis
 from ingest import otlp_json
-from tests.conftest import SHARED_DATA, database_url, free_port, sightline_env
+from tests.conftest import SHARED_DATA, database_url, free_ports, sightline_env
 from tests.processes import Proc, grpc_serving, manage, wait_until
 from traces.models import Metric, MetricPoint, MetricType, Resource, Scope, Span, Temporality
 
@@ -429,12 +429,9 @@ def test_one_connection_carries_several_requests_even_after_a_400(ingest_server)
 @pytest.fixture(scope="module")
 def strict_server(ingest_server, tmp_path_factory):
     """An ingest process accepting at most 1024-byte bodies, only with the token."""
-    chosen = set()
-    while len(chosen) < 3:
-        chosen.add(free_port())
-    ports = dict(zip(("grpc", "http", "web"), sorted(chosen)))
+    ports = free_ports()
     env = sightline_env(ports, tmp_path_factory.mktemp("strict-ingest"),
-                        DATABASE_URL=database_url(settings.DATABASES["default"]),
+                        DATABASE_URL=database_url(),
                         REDIS_URL=settings.SIGHTLINE_REDIS_URL, SIGHTLINE_INGEST_MAX_BODY_BYTES=str(SMALL_LIMIT),
                         SIGHTLINE_INGEST_TOKENS=TOKEN)
     proc = Proc(manage("ingest"), env=env)
