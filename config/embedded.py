@@ -110,7 +110,10 @@ class EmbeddedPostgres:
         self.proc = subprocess.Popen(
             [self._bin("postgres"), "-D", str(self.pgdata), "-h", "127.0.0.1", "-p", str(self.port),
              "-c", "unix_socket_directories=", "-c", "max_connections=200",
-             "-c", "shared_buffers=256MB", "-c", "logging_collector=off"],
+             "-c", "shared_buffers=256MB", "-c", "logging_collector=off",
+             # Ingest writes tens of MB of WAL a second: checkpoint by time, not every few
+             # seconds (docs/benchmarks.md).
+             "-c", "max_wal_size=4GB", "-c", "checkpoint_timeout=15min"],
             stdout=subprocess.DEVNULL, stderr=open(self.pgdata.parent / "postgres.log", "ab"),
             user=user, start_new_session=True, preexec_fn=die_with_parent,
         )

@@ -158,17 +158,16 @@ def _links(span):
     ])
 
 
-def _span_problem(span):
-    trace_id, span_id, parent = span.trace_id, span.span_id, span.parent_span_id
+def _span_problem(trace_id, span_id, parent, start, end):
     if len(trace_id) != 16 or trace_id == ZERO_TRACE_ID:
         return "invalid trace_id: must be 16 bytes, not all zero"
     if len(span_id) != 8 or span_id == ZERO_SPAN_ID:
         return "invalid span_id: must be 8 bytes, not all zero"
     if len(parent) not in (0, 8):
         return "invalid parent_span_id: must be empty or 8 bytes"
-    if span.start_time_unix_nano == 0:
+    if start == 0:
         return "start_time_unix_nano is required"
-    if span.start_time_unix_nano > MAX_TIME_NS or span.end_time_unix_nano > MAX_TIME_NS:
+    if start > MAX_TIME_NS or end > MAX_TIME_NS:
         return "span times must be before the year 2262"
     return None
 
@@ -176,32 +175,33 @@ def _span_problem(span):
 def convert_traces(request) -> Batch:
     """ExportTraceServiceRequest -> span rows in the column order of writer.SPAN_COLUMNS."""
     batch = Batch()
-    rows = batch.rows
+    append, trace_ids, days = batch.rows.append, batch.trace_ids, batch.days
     for resource_spans in request.resource_spans:
         rid, service = _resource(batch, resource_spans.resource, resource_spans.schema_url)
         for scope_spans in resource_spans.scope_spans:
             sid = _scope(batch, scope_spans.scope, scope_spans.schema_url)
             for span in scope_spans.spans:
-                problem = _span_problem(span)
+                trace_id, span_id, parent = span.trace_id, span.span_id, span.parent_span_id
+                start, end = span.start_time_unix_nano, span.end_time_unix_nano
+                problem = _span_problem(trace_id, span_id, parent, start, end)
                 if problem:
                     batch.reject(problem)
                     continue
-                start, end = span.start_time_unix_nano, span.end_time_unix_nano
-                parent = span.parent_span_id
                 status = span.status
-                rows.append((
-                    span.trace_id, span.span_id, parent if parent and parent != ZERO_SPAN_ID else None,
-                    start, end, max(end - start, 0),
-                    text(span.name, MAX_NAME), span.kind, status.code, text(status.message),
-                    text(span.trace_state), span.flags, service, rid, sid,
+                message, state = status.message, span.trace_state  # usually empty: no call then
+                append((
+                    trace_id, span_id, parent if parent and parent != ZERO_SPAN_ID else None,
+                    start, end, end - start if end > start else 0,
+                    text(span.name, MAX_NAME), span.kind, status.code, text(message) if message else "",
+                    text(state) if state else "", span.flags, service, rid, sid,
                     attributes_json(span.attributes),
                     _events(span) if span.events else "[]",
                     _links(span) if span.links else "[]",
                     min(span.dropped_attributes_count, MAX_COUNT), min(span.dropped_events_count, MAX_COUNT),
                     min(span.dropped_links_count, MAX_COUNT), timestamp_text(start),
                 ))
-                batch.trace_ids.add(span.trace_id)
-                batch.days.add(start // NS_PER_DAY)
+                trace_ids.add(trace_id)
+                days.add(start // NS_PER_DAY)
     return batch
 
 
