@@ -1,14 +1,15 @@
 """Ingest benchmark: OTLP/gRPC spans/s sustained end to end, every span counted.
 
-    .venv/bin/python bench/ingest.py [--duration 20] [--clients 3] [--processes 2]
+    .venv/bin/python bench/ingest.py [--duration 60] [--clients 8] [--processes 2] [--inflight 6]
 
 1. Start PostgreSQL and Redis (DATABASE_URL / REDIS_URL if set, else embedded ones in a
    temporary directory), create a fresh database, migrate.
 2. Start `manage.py ingest --processes N` on free loopback ports.
-3. Each client process pre-builds one 500-span request (25 traces x 20 spans, 8 string
-   attributes per span) and, for --duration seconds, sends it over OTLP/gRPC with fresh
-   trace ids each time (patched into the serialized bytes, so the client spends almost
-   no CPU), recording each export's latency and whether it was acknowledged.
+3. Each client process builds one 500-span request (25 traces x 20 spans, 8 string
+   attributes per span) and, before the clock starts, copies of it with fresh trace ids
+   (patched into the serialized bytes), so that while the clock runs it spends its CPU
+   on sending only. For --duration seconds it sends them over OTLP/gRPC, recording each
+   export's latency and whether it was acknowledged.
 4. Count the rows stored; compare with the spans acknowledged.
 5. In the same run, the machine's ceilings: protobuf decode rate, conversion rate, and
    PostgreSQL COPY rate of the same rows (one connection, no gRPC).
@@ -59,10 +60,18 @@ def build_template():
     return request.SerializeToString(), trace_ids
 
 
-def client(address, duration, start_at, results):
+def fresh_ids(template, trace_ids):
+    body = template
+    for old in trace_ids:
+        body = body.replace(old, os.urandom(16))
+    return body
+
+
+def client(address, duration, start_at, results, prepared):
     import grpc
 
     template, trace_ids = build_template()
+    bodies = [fresh_ids(template, trace_ids) for _ in range(prepared)]
     channel = grpc.insecure_channel(address)
     export = channel.unary_unary("/opentelemetry.proto.collector.trace.v1.TraceService/Export",
                                  request_serializer=None, response_deserializer=None)
@@ -71,9 +80,7 @@ def client(address, duration, start_at, results):
     latencies, acknowledged, refused = [], 0, 0
     deadline = start_at + duration
     while time.time() < deadline:
-        body = template
-        for old in trace_ids:
-            body = body.replace(old, os.urandom(16))
+        body = bodies.pop() if bodies else fresh_ids(template, trace_ids)
         began = time.perf_counter()
         try:
             export(body, timeout=30)
@@ -110,13 +117,8 @@ def ceilings(database_url, seconds=3.0):
     request = ExportTraceServiceRequest.FromString(template)
     conversion = rate(lambda: convert.convert_traces(request))
 
-    def fresh_batch():
-        body = template
-        for old in trace_ids:
-            body = body.replace(old, os.urandom(16))
-        return convert.convert_traces(ExportTraceServiceRequest.FromString(body))
-
-    batches = [fresh_batch() for _ in range(int(seconds * 200))]
+    batches = [convert.convert_traces(ExportTraceServiceRequest.FromString(fresh_ids(template, trace_ids)))
+               for _ in range(int(seconds * 200))]
     from django.db import connection, transaction
 
     with connection.cursor() as cursor:
@@ -142,10 +144,10 @@ def ceilings(database_url, seconds=3.0):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--duration", type=float, default=20)
-    parser.add_argument("--clients", type=int, default=3)
+    parser.add_argument("--duration", type=float, default=60)
+    parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--processes", type=int, default=2, help="ingest processes")
-    parser.add_argument("--inflight", type=int, default=4, help="SIGHTLINE_INGEST_MAX_INFLIGHT per process")
+    parser.add_argument("--inflight", type=int, default=6, help="SIGHTLINE_INGEST_MAX_INFLIGHT per process")
     args = parser.parse_args()
 
     import psutil
@@ -171,8 +173,11 @@ def main():
     try:
         time.sleep(4)
         results = multiprocessing.Queue()
-        start_at = time.time() + 3  # clients build their templates first
-        clients = [multiprocessing.Process(target=client, args=(f"127.0.0.1:{ports[0]}", args.duration, start_at, results))
+        # Enough prepared requests for 100,000 spans/s in all; past that, clients patch on the fly.
+        prepared = int(100_000 * args.duration / SPANS_PER_BATCH / args.clients) + 1
+        start_at = time.time() + 5 + prepared * args.clients / 2000  # time to prepare them
+        clients = [multiprocessing.Process(target=client, args=(f"127.0.0.1:{ports[0]}", args.duration, start_at,
+                                                                results, prepared))
                    for _ in range(args.clients)]
         for proc in clients:
             proc.start()

@@ -91,7 +91,10 @@ def test_metrics_of_every_instrument_from_the_python_grpc_exporter_are_stored(in
     meter = provider.get_meter("shop.metrics", "0.3")
     meter.create_counter("orders", unit="{order}", description="orders placed").add(5, {"region": "eu"})
     meter.create_up_down_counter("queue.depth").add(-2)
-    meter.create_histogram("latency", unit="ms").record(120.0, {"route": "/a"})
+    tracer = TracerProvider().get_tracer("exemplars")
+    with tracer.start_as_current_span("request") as active:  # the SDK attaches it as an exemplar
+        meter.create_histogram("latency", unit="ms").record(120.0, {"route": "/a"})
+    context = active.get_span_context()
     meter.create_histogram("payload.size", unit="By").record(1000)
     meter.create_gauge("temperature", unit="Cel").set(21.5)
     provider.shutdown()
@@ -121,6 +124,9 @@ def test_metrics_of_every_instrument_from_the_python_grpc_exporter_are_stored(in
     assert latency.explicit_bounds[:3] == [0.0, 5.0, 10.0] and sum(latency.bucket_counts) == 1
     assert latency.bucket_counts[latency.explicit_bounds.index(100.0) + 1] == 1  # 100 < 120 <= 250
     assert latency.attributes == {"route": "/a"}
+    [exemplar] = latency.exemplars
+    assert exemplar["value"] == 120.0 and exemplar["time_unix_nano"] > 0
+    assert (exemplar["trace_id"], exemplar["span_id"]) == (f"{context.trace_id:032x}", f"{context.span_id:016x}")
     size = point("payload.size")
     assert size.count == 1 and size.sum == 1000 and size.scale is not None
     assert sum(size.positive["bucket_counts"]) == 1
