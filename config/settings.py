@@ -15,6 +15,8 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 
 from django.core.exceptions import ImproperlyConfigured
 
+from traces.schedule import beat_schedule
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 # Every variable read through the helpers, with its default as text ("" = unset).
@@ -190,9 +192,23 @@ for _name, _path in (("SIGHTLINE_GRPC_TLS_CERT", GRPC_TLS_CERT), ("SIGHTLINE_GRP
     if _path and not Path(_path).is_file():
         raise ImproperlyConfigured(f"{_name}: no such file {_path!r}")
 
+# --- Correlation -------------------------------------------------------------------
+
+# A trace idle this long is correlated; a span arriving later re-opens it.
+SETTLE_SECONDS = env_int("SIGHTLINE_SETTLE_SECONDS", 10, minimum=0, maximum=3600)
+# How often beat looks for settled traces.
+SETTLE_TICK_SECONDS = env_int("SIGHTLINE_SETTLE_TICK_SECONDS", 2, minimum=1, maximum=60)
+# A task taken by a worker that died is given to another after this long (acks_late).
+TASK_VISIBILITY_SECONDS = env_int("SIGHTLINE_TASK_VISIBILITY_SECONDS", 300, minimum=5, maximum=86400)
+
 # --- Retention ---------------------------------------------------------------------
 
 RETENTION_DAYS = env_int("SIGHTLINE_RETENTION_DAYS", 7, minimum=1, maximum=3650)
+# Per signal; unset = SIGHTLINE_RETENTION_DAYS.
+RETENTION_DAYS_SPANS = env_int("SIGHTLINE_RETENTION_DAYS_SPANS", None, minimum=1, maximum=3650) or RETENTION_DAYS
+RETENTION_DAYS_METRICS = env_int("SIGHTLINE_RETENTION_DAYS_METRICS", None, minimum=1, maximum=3650) or RETENTION_DAYS
+# RED and service-graph rollups (what charts and SLOs read); unset = SIGHTLINE_RETENTION_DAYS.
+RETENTION_DAYS_ROLLUPS = env_int("SIGHTLINE_RETENTION_DAYS_ROLLUPS", None, minimum=1, maximum=3650) or RETENTION_DAYS
 
 # --- Django ----------------------------------------------------------------------
 
@@ -305,6 +321,7 @@ CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
-CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
+CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": TASK_VISIBILITY_SECONDS}
 CELERY_BEAT_SCHEDULE_FILENAME = str(DATA_DIR / "run" / "celerybeat-schedule")
 CELERY_TIMEZONE = "UTC"
+CELERY_BEAT_SCHEDULE = beat_schedule(SETTLE_TICK_SECONDS)

@@ -74,13 +74,16 @@ def _upsert(cursor, table, columns, rows_by_id):
                        [value for row in rows_by_id.values() for value in row])
 
 
-def _partition_window_days():
+RETENTION = {"sightline_span": "RETENTION_DAYS_SPANS", "sightline_metric_point": "RETENTION_DAYS_METRICS"}
+
+
+def _partition_window_days(table):
     today = int(dt.datetime.now(dt.timezone.utc).timestamp() // 86400)
-    return today - settings.RETENTION_DAYS, today + 1
+    return today - getattr(settings, RETENTION[table]), today + 1
 
 
 def _ensure_partitions(table, days):
-    low, high = _partition_window_days()
+    low, high = _partition_window_days(table)
     for day in days:
         if low <= day <= high:  # anything else waits in the default partition
             ensure_partition(table, day)

@@ -168,3 +168,115 @@ class MetricPoint(models.Model):
 
     def __str__(self):
         return f"{self.metric_id} @ {self.time_ns}"
+
+
+# --- The read model (issue: correlation). Dashboards, APIs and SLOs read these. ----------
+
+
+class TraceSummary(models.Model):
+    """One correlated trace: its root, timing, size, errors, and per-span analysis.
+
+    `contributions` keeps what this trace added to the RED and edge rollups, so that a
+    late span re-opening the trace replaces its contribution instead of adding it twice.
+    """
+
+    trace_id = models.BinaryField(max_length=16, primary_key=True)
+    root_span_id = models.BinaryField(max_length=8)
+    root_missing = models.BooleanField(default=False)
+    root_service = models.TextField()
+    root_operation = models.TextField()
+    environment = models.TextField(blank=True, default="")
+    start_time = models.DateTimeField(db_index=True)
+    start_ns = models.BigIntegerField()
+    end_ns = models.BigIntegerField()
+    duration_ns = models.BigIntegerField()
+    span_count = models.IntegerField()
+    error_count = models.IntegerField()
+    services = models.JSONField(default=list)
+    orphan_span_ids = models.JSONField(default=list)  # hex
+    skew_ns = models.JSONField(default=dict)  # span id hex -> offset added to its times
+    span_stats = models.JSONField(default=dict)  # span id hex -> [self_ns, critical_ns]
+    contributions = models.JSONField(default=dict)
+    correlated_at = models.DateTimeField()
+
+    class Meta:
+        db_table = "sightline_trace_summary"
+        indexes = [models.Index(fields=["root_service", "start_time"], name="sightline_trace_root_time")]
+
+    def __str__(self):
+        return bytes(self.trace_id).hex()
+
+
+class RedRollup(models.Model):
+    """Requests, errors and a latency histogram per minute and (service, operation, kind)."""
+
+    pk = models.CompositePrimaryKey("minute", "service", "operation", "kind")
+    minute = models.DateTimeField()
+    service = models.TextField()
+    operation = models.TextField()
+    kind = models.SmallIntegerField()
+    count = models.BigIntegerField(default=0)
+    errors = models.BigIntegerField(default=0)
+    histogram = models.JSONField(default=dict)  # sparse {bucket index: count}, see traces.analysis
+
+    class Meta:
+        db_table = "sightline_red_rollup"
+        indexes = [models.Index(fields=["service", "minute"], name="sightline_red_service_minute")]
+
+    def __str__(self):
+        return f"{self.minute:%H:%M} {self.service} {self.operation}"
+
+
+class EdgeRollup(models.Model):
+    """Calls, errors and a latency histogram per minute and service-graph edge."""
+
+    pk = models.CompositePrimaryKey("minute", "parent", "child", "child_type")
+    minute = models.DateTimeField()
+    parent = models.TextField()
+    child = models.TextField()
+    child_type = models.TextField()  # service, database, messaging, external
+    calls = models.BigIntegerField(default=0)
+    errors = models.BigIntegerField(default=0)
+    histogram = models.JSONField(default=dict)
+
+    class Meta:
+        db_table = "sightline_edge_rollup"
+
+    def __str__(self):
+        return f"{self.parent} -> {self.child}"
+
+
+class CriticalPathShare(models.Model):
+    """How much of one trace's critical path one operation took: the input of hotspots."""
+
+    pk = models.CompositePrimaryKey("trace_id", "service", "operation")
+    trace_id = models.BinaryField(max_length=16)
+    start_time = models.DateTimeField()
+    root_service = models.TextField()
+    root_operation = models.TextField()
+    trace_duration_ns = models.BigIntegerField()
+    service = models.TextField()
+    operation = models.TextField()
+    critical_ns = models.BigIntegerField()
+    self_ns = models.BigIntegerField()
+
+    class Meta:
+        db_table = "sightline_critical_path_share"
+        indexes = [models.Index(fields=["start_time", "service"], name="sightline_cp_time_service")]
+
+    def __str__(self):
+        return f"{self.service} {self.operation}"
+
+
+class CorrelationState(models.Model):
+    """Small facts the correlation keeps across restarts (e.g. when Redis was last seen whole)."""
+
+    key = models.TextField(primary_key=True)
+    value = models.TextField()
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        db_table = "sightline_correlation_state"
+
+    def __str__(self):
+        return self.key

@@ -1,0 +1,139 @@
+"""Correlation against real PostgreSQL and Redis, without Celery: settling, re-opening,
+idempotency, Redis loss, rollup accuracy, retention."""
+
+import datetime as dt
+import json
+import os
+import random
+import time
+
+import pytest
+from django.db import connection
+
+from ingest import convert, writer
+from ingest.pipeline import PENDING_TRACES_KEY
+from tests.otlp_builders import trace_request
+from traces import analysis, retention, settle
+from traces.correlate import correlate_traces
+from traces.models import RedRollup, TraceSummary
+from traces.partitions import partition_name
+from traces.redis_client import get_redis
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def store(request):
+    batch = convert.convert_traces(request)
+    writer.write_spans(batch)
+    return batch
+
+
+def red_totals(service):
+    rows = RedRollup.objects.filter(service=service)
+    return sum(row.count for row in rows), sum(row.errors for row in rows)
+
+
+def test_a_late_span_reopens_a_settled_trace_and_corrects_the_rollups(settings):
+    service = f"late-{os.urandom(4).hex()}"
+    trace_id = os.urandom(16)
+    store(trace_request(service, spans=5, trace_id=trace_id))
+    correlate_traces([trace_id])
+    assert TraceSummary.objects.get(trace_id=trace_id).span_count == 5
+    assert red_totals(service) == (5, 0)
+
+    late = trace_request(service, spans=1, trace_id=trace_id)
+    late.resource_spans[0].scope_spans[0].spans[0].status.code = 2  # an error, arriving late
+    store(late)
+    correlate_traces([trace_id])
+    summary = TraceSummary.objects.get(trace_id=trace_id)
+    assert (summary.span_count, summary.error_count) == (6, 1)
+    assert red_totals(service) == (6, 1)  # corrected, not 5 + 6
+
+
+def test_correlating_the_same_traces_twice_changes_nothing():
+    service = f"twice-{os.urandom(4).hex()}"
+    ids = [os.urandom(16) for _ in range(3)]
+    for trace_id in ids:
+        store(trace_request(service, spans=4, trace_id=trace_id))
+    correlate_traces(ids)
+    first = sorted((r.minute, r.operation, r.count, r.errors, tuple(sorted(r.histogram.items())))
+                   for r in RedRollup.objects.filter(service=service))
+    correlate_traces(ids)  # a worker killed after committing, its task delivered again
+    again = sorted((r.minute, r.operation, r.count, r.errors, tuple(sorted(r.histogram.items())))
+                   for r in RedRollup.objects.filter(service=service))
+    assert first == again and sum(row[2] for row in first) == 12
+
+
+def test_settling_hands_on_idle_traces_only_and_keeps_those_that_got_a_span(settings):
+    settings.SETTLE_SECONDS = 1
+    client = get_redis()
+    client.delete(PENDING_TRACES_KEY)  # other tests' traces are not this test's business
+    idle, busy = os.urandom(16).hex(), os.urandom(16).hex()
+    client.zadd(PENDING_TRACES_KEY, {idle: time.time() - 5, busy: time.time()})
+    handed = []
+    settle.settle_once(client, handed.extend)
+    assert idle in handed and busy not in handed
+    assert client.zscore(PENDING_TRACES_KEY, idle) is None
+    assert client.zscore(PENDING_TRACES_KEY, busy) is not None
+    client.zrem(PENDING_TRACES_KEY, busy)
+
+
+def test_after_redis_lost_its_data_pending_traces_are_rebuilt_from_recent_spans(settings):
+    settings.SETTLE_SECONDS = 1
+    client = get_redis()
+    settle.settle_once(client, lambda ids: None)  # Redis seen whole now
+    trace_id = os.urandom(16)
+    store(trace_request(f"lost-{os.urandom(4).hex()}", spans=3, trace_id=trace_id))
+    client.delete(PENDING_TRACES_KEY, settle.SENTINEL_KEY)  # what a Redis restart without persistence does
+    handed = []
+    settle.settle_once(client, handed.extend)  # recovers; the trace is not idle yet
+    assert client.zscore(PENDING_TRACES_KEY, trace_id.hex()) is not None
+    time.sleep(1.2)
+    settle.settle_once(client, handed.extend)
+    assert trace_id.hex() in handed
+
+
+def test_percentiles_from_rollups_over_any_range_are_within_5_percent_of_exact():
+    service = f"latency-{os.urandom(4).hex()}"
+    rng = random.Random(7)
+    durations = []
+    start = time.time_ns() - 20 * 60 * 10**9
+    ids = []
+    for minute in range(20):  # 20 minutes of traffic, 50 single-span traces a minute
+        for _ in range(50):
+            duration = int(rng.lognormvariate(16, 1.2))  # ~ 9 ms median, long tail
+            durations.append(duration)
+            request = trace_request(service, spans=1, start_ns=start + minute * 60 * 10**9)
+            span = request.resource_spans[0].scope_spans[0].spans[0]
+            span.end_time_unix_nano = span.start_time_unix_nano + duration
+            ids.append(span.trace_id)
+            store(request)
+    correlate_traces(ids[:500])
+    correlate_traces(ids[500:])  # two workers' worth of chunks, merged in the rollup rows
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT sightline_hist_sum(histogram) FROM sightline_red_rollup WHERE service = %s", [service])
+        merged = {int(bucket): count for bucket, count in json.loads(cursor.fetchone()[0]).items()}
+    ordered = sorted(durations)
+    for q in (0.5, 0.95, 0.99):
+        exact = ordered[max(0, int(q * len(ordered) + 0.999999) - 1)]
+        assert abs(analysis.quantile(merged, q) - exact) / exact < 0.05, q
+
+
+def test_retention_drops_whole_old_partitions_and_keeps_recent_ones(settings):
+    settings.RETENTION_DAYS_SPANS = 3
+    now = dt.datetime.now(dt.timezone.utc)
+    today = int(now.timestamp() // 86400)
+    service = f"old-{os.urandom(4).hex()}"
+    old_request = trace_request(service, spans=2, start_ns=(today - 5) * 86400 * 10**9 + 3600 * 10**9)
+    from traces.partitions import ensure_partition
+
+    ensure_partition("sightline_span", today - 5)
+    writer.write_spans(convert.convert_traces(old_request))
+    store(trace_request(service, spans=2))
+    dropped = retention.run(now)
+    assert partition_name("sightline_span", today - 5) in dropped
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM sightline_span WHERE service_name = %s", [service])
+        assert cursor.fetchone()[0] == 2  # today's spans kept
+        cursor.execute("SELECT to_regclass(%s)", [partition_name("sightline_span", today + 1)])
+        assert cursor.fetchone()[0] is not None  # tomorrow's partition made ahead
