@@ -1,0 +1,57 @@
+"""Latency hotspots: where the time goes, over all traces and over slow ones, in one query.
+
+For the traces that started in [start, end) (optionally only those whose root is in one
+service), every (service, operation) is ranked by its share of the traces' critical-path
+time, and by the same share over slow traces only: those at or above the p95 duration
+of their root operation in the window. Each row carries the p95 of the operation's self
+time and exemplar slow traces where it took the most critical-path time.
+"""
+
+from django.db import connection
+
+_HOTSPOTS = """
+WITH traces AS (
+    SELECT trace_id, root_service, root_operation, duration_ns
+    FROM sightline_trace_summary
+    WHERE start_time >= %(start)s AND start_time < %(end)s
+      AND (%(root_service)s::text IS NULL OR root_service = %(root_service)s)
+),
+thresholds AS (
+    SELECT root_service, root_operation,
+           percentile_cont(0.95) WITHIN GROUP (ORDER BY duration_ns) AS p95_ns
+    FROM traces GROUP BY root_service, root_operation
+),
+marked AS (
+    SELECT t.trace_id, t.duration_ns, t.duration_ns >= th.p95_ns AS slow
+    FROM traces t JOIN thresholds th USING (root_service, root_operation)
+),
+totals AS (
+    SELECT sum(duration_ns) AS all_ns, sum(duration_ns) FILTER (WHERE slow) AS slow_ns FROM marked
+),
+shares AS (
+    SELECT c.service, c.operation, c.trace_id, c.critical_ns, c.self_ns, m.slow
+    FROM sightline_critical_path_share c JOIN marked m USING (trace_id)
+    WHERE c.start_time >= %(start)s AND c.start_time < %(end)s
+)
+SELECT s.service, s.operation,
+       sum(s.critical_ns)::float8 / nullif(t.all_ns, 0) AS critical_path_share,
+       coalesce(sum(s.critical_ns) FILTER (WHERE s.slow), 0)::float8 / nullif(t.slow_ns, 0)
+           AS slow_critical_path_share,
+       percentile_cont(0.95) WITHIN GROUP (ORDER BY s.self_ns) AS self_time_p95_ns,
+       (array_agg(encode(s.trace_id, 'hex') ORDER BY s.slow DESC, s.critical_ns DESC))[1:%(exemplars)s]
+           AS exemplar_trace_ids
+FROM shares s CROSS JOIN totals t
+GROUP BY s.service, s.operation, t.all_ns, t.slow_ns
+ORDER BY slow_critical_path_share DESC NULLS LAST, critical_path_share DESC, s.service, s.operation
+LIMIT %(limit)s
+"""
+
+
+def hotspots(start, end, root_service=None, limit=20, exemplars=3):
+    """Rows of (service, operation, critical_path_share, slow_critical_path_share,
+    self_time_p95_ns, exemplar_trace_ids), hottest in slow traces first."""
+    with connection.cursor() as cursor:
+        cursor.execute(_HOTSPOTS, {"start": start, "end": end, "root_service": root_service,
+                                   "limit": limit, "exemplars": exemplars})
+        columns = [column.name for column in cursor.description]
+        return [dict(zip(columns, row)) for row in cursor.fetchall()]
