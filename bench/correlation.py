@@ -19,7 +19,6 @@ import os
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -62,25 +61,14 @@ def main():
 
     import psycopg
 
-    from config.embedded import free_port, start_missing, stop_all
+    from config.embedded import stop_all
 
-    workdir = Path(tempfile.mkdtemp(prefix="sightline-bench-"))
-    env = dict(os.environ)
-    servers = start_missing(workdir, env, log=lambda line: print(f"# {line}"))
-    base_url = env["DATABASE_URL"].rsplit("/", 1)[0]
-    database_url = f"{base_url}/sightline_bench_correlation"
-    with psycopg.connect(f"{base_url}/postgres", autocommit=True) as conn:
-        conn.execute("DROP DATABASE IF EXISTS sightline_bench_correlation")
-        conn.execute("CREATE DATABASE sightline_bench_correlation")
+    env, servers, ports, database_url, workdir = bench_ingest.prepare(
+        "sightline_bench_correlation", SIGHTLINE_WORKER_CONCURRENCY=str(args.workers))
     import redis
 
     redis.Redis.from_url(env["REDIS_URL"]).flushdb()
-    ports = [free_port() for _ in range(3)]
-    env.update(DATABASE_URL=database_url, SIGHTLINE_DATA_DIR=str(workdir), SIGHTLINE_OTLP_GRPC_PORT=str(ports[0]),
-               SIGHTLINE_OTLP_HTTP_PORT=str(ports[1]), SIGHTLINE_WEB_PORT=str(ports[2]),
-               SIGHTLINE_LOG_LEVEL="WARNING", SIGHTLINE_WORKER_CONCURRENCY=str(args.workers))
     manage = [sys.executable, str(ROOT / "manage.py")]
-    subprocess.run(manage + ["migrate", "-v0"], env=env, cwd=ROOT, check=True)
     processes = [
         subprocess.Popen(manage + ["ingest", "--processes", "2"], env=env, cwd=ROOT, start_new_session=True),
         subprocess.Popen([sys.executable, "-m", "celery", "-A", "config", "worker", "--loglevel", "WARNING",

@@ -142,6 +142,28 @@ def ceilings(database_url, seconds=3.0):
     return decode, conversion, copy_rate, write_rate
 
 
+def prepare(database, **settings):
+    """Servers (configured or embedded), a fresh migrated database, free ports: the env to run in."""
+    import psycopg
+
+    from config.embedded import free_port, start_missing
+
+    workdir = Path(tempfile.mkdtemp(prefix="sightline-bench-"))
+    env = dict(os.environ)
+    servers = start_missing(workdir, env, log=lambda line: print(f"# {line}"))
+    base_url = env["DATABASE_URL"].rsplit("/", 1)[0]
+    database_url = f"{base_url}/{database}"
+    with psycopg.connect(f"{base_url}/postgres", autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {database}")
+        conn.execute(f"CREATE DATABASE {database}")
+    ports = [free_port() for _ in range(3)]
+    env.update(DATABASE_URL=database_url, SIGHTLINE_DATA_DIR=str(workdir), SIGHTLINE_OTLP_GRPC_PORT=str(ports[0]),
+               SIGHTLINE_OTLP_HTTP_PORT=str(ports[1]), SIGHTLINE_WEB_PORT=str(ports[2]),
+               SIGHTLINE_LOG_LEVEL="WARNING", **settings)
+    subprocess.run([sys.executable, str(ROOT / "manage.py"), "migrate", "-v0"], env=env, cwd=ROOT, check=True)
+    return env, servers, ports, database_url, workdir
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=float, default=60)
@@ -153,21 +175,9 @@ def main():
     import psutil
     import psycopg
 
-    from config.embedded import free_port, start_missing, stop_all
+    from config.embedded import stop_all
 
-    workdir = Path(tempfile.mkdtemp(prefix="sightline-bench-"))
-    env = dict(os.environ)
-    servers = start_missing(workdir, env, log=lambda line: print(f"# {line}"))
-    base_url = env["DATABASE_URL"].rsplit("/", 1)[0]
-    database_url = f"{base_url}/sightline_bench"
-    with psycopg.connect(f"{base_url}/postgres", autocommit=True) as conn:
-        conn.execute("DROP DATABASE IF EXISTS sightline_bench")
-        conn.execute("CREATE DATABASE sightline_bench")
-    ports = [free_port() for _ in range(3)]
-    env.update(DATABASE_URL=database_url, SIGHTLINE_DATA_DIR=str(workdir), SIGHTLINE_OTLP_GRPC_PORT=str(ports[0]),
-               SIGHTLINE_OTLP_HTTP_PORT=str(ports[1]), SIGHTLINE_WEB_PORT=str(ports[2]),
-               SIGHTLINE_INGEST_MAX_INFLIGHT=str(args.inflight), SIGHTLINE_LOG_LEVEL="WARNING")
-    subprocess.run([sys.executable, str(ROOT / "manage.py"), "migrate", "-v0"], env=env, cwd=ROOT, check=True)
+    env, servers, ports, database_url, workdir = prepare("sightline_bench", SIGHTLINE_INGEST_MAX_INFLIGHT=str(args.inflight))
     ingest = subprocess.Popen([sys.executable, str(ROOT / "manage.py"), "ingest", "--processes", str(args.processes)],
                               env=env, cwd=ROOT, start_new_session=True)
     try:
