@@ -17,7 +17,7 @@ from django.conf import settings
 from grpc_health.v1 import health as grpc_health
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from ingest import grpc_receiver, health, pipeline
+from ingest import grpc_receiver, health, http_receiver, pipeline
 from traces.redis_client import get_redis
 
 log = logging.getLogger("sightline.ingest")
@@ -45,15 +45,6 @@ def build_grpc_server():
     return server, health_servicer
 
 
-def build_http_server():
-    """OTLP/HTTP, when the receiver module is present."""
-    try:
-        from ingest import http_receiver
-    except ImportError:
-        return None
-    return http_receiver.build_server()
-
-
 def serve(processes=1):
     if processes > 1:
         return _serve_many(processes)
@@ -65,23 +56,20 @@ def serve(processes=1):
     gc.freeze()
     gc.set_threshold(50_000, 20, 100)
     grpc_server, health_servicer = build_grpc_server()
-    http_server = build_http_server()
+    http_server = http_receiver.build_server()
     grpc_server.start()
-    if http_server is not None:
-        threading.Thread(target=http_server.serve_forever, daemon=True, name="otlp-http").start()
+    threading.Thread(target=http_server.serve_forever, daemon=True, name="otlp-http").start()
     stats_stop, stats_thread = health.start_flusher(get_redis(), lambda: pipeline.admission().in_flight)
     health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
     log.info("OTLP/gRPC listening on %s:%s%s", settings.BIND, settings.OTLP_GRPC_PORT,
              " (TLS)" if settings.GRPC_TLS_CERT else "")
-    if http_server is not None:
-        log.info("OTLP/HTTP listening on %s:%s", settings.BIND, settings.OTLP_HTTP_PORT)
+    log.info("OTLP/HTTP listening on %s:%s", settings.BIND, settings.OTLP_HTTP_PORT)
     stopping.wait()
     # Drain: stop taking new requests, finish (and acknowledge) the ones in flight.
     log.info("stopping: finishing requests in flight")
     health_servicer.enter_graceful_shutdown()
-    if http_server is not None:
-        http_server.shutdown()
-        http_server.server_close()
+    http_server.shutdown()
+    http_server.server_close()
     grpc_server.stop(grace=GRACE_SECONDS).wait()
     stats_stop.set()
     stats_thread.join(3)
