@@ -440,9 +440,18 @@ def test_is_error(span_record, error):
 def test_red_has_one_point_per_span_in_start_order():
     result = analyze(service_call(server_status=STATUS_ERROR))
     assert result.red == [
-        RedPoint(MINUTE, "web", "C", CLIENT, 100 * MS, False),
-        RedPoint(MINUTE, "api", "S", SERVER, 80 * MS, True),
+        RedPoint(MINUTE, "web", "C", CLIENT, 100 * MS, False, entry=True),
+        RedPoint(MINUTE, "api", "S", SERVER, 80 * MS, True, entry=True),
     ]
+
+
+def test_a_span_is_an_entry_where_a_request_enters_its_service():
+    spans = service_call() + [
+        span("Q", "S", service="api", kind=CLIENT, start=20, end=30),  # api calls out: not an entry
+        span("O", "missing", service="api", start=40, end=50),  # parent never seen: the top of what we have
+    ]
+    entries = {point.operation: point.entry for point in analyze(spans).red}
+    assert entries == {"C": True, "S": True, "Q": False, "O": True}
 
 
 # --- Random trees --------------------------------------------------------------------------------

@@ -9,13 +9,15 @@ import time
 
 import pytest
 from django.db import connection
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 
 from ingest import convert, writer
 from ingest.pipeline import PENDING_TRACES_KEY
 from tests.otlp_builders import trace_request
 from traces import analysis, retention, settle
+from traces.analysis import merge
 from traces.correlate import correlate_traces
-from traces.models import RedRollup, TraceSummary
+from traces.models import RedRollup, RedRollupHour, TraceSummary
 from traces.partitions import partition_name
 from traces.redis_client import get_redis
 
@@ -28,8 +30,8 @@ def store(request):
     return batch
 
 
-def red_totals(service):
-    rows = RedRollup.objects.filter(service=service)
+def red_totals(service, model=RedRollup):
+    rows = model.objects.filter(service=service)
     return sum(row.count for row in rows), sum(row.errors for row in rows)
 
 
@@ -48,6 +50,33 @@ def test_a_late_span_reopens_a_settled_trace_and_corrects_the_rollups(settings):
     summary = TraceSummary.objects.get(trace_id=trace_id)
     assert (summary.span_count, summary.error_count) == (6, 1)
     assert red_totals(service) == (6, 1)  # corrected, not 5 + 6
+    assert red_totals(service, RedRollupHour) == (6, 1)  # the hourly rollup is corrected too
+
+
+def test_rollups_are_kept_per_minute_and_per_hour_with_the_environment_and_entry_spans():
+    service = f"hours-{os.urandom(4).hex()}"
+    hour = 3_600_000_000_000
+    base = (time.time_ns() // hour - 2) * hour  # two whole hours ago, on the hour
+    ids = []
+    for offset in (5, 35, 65, 95):  # minutes: two in each of two hours
+        request = trace_request(service, spans=3, start_ns=base + offset * 60_000_000_000)
+        request.resource_spans[0].resource.attributes.add(
+            key="deployment.environment.name", value=AnyValue(string_value="staging"))
+        store(request)
+        ids.append(request.resource_spans[0].scope_spans[0].spans[0].trace_id)
+    correlate_traces(ids)
+    minutes = RedRollup.objects.filter(service=service)
+    hours = RedRollupHour.objects.filter(service=service)
+    assert {row.environment for row in minutes} == {row.environment for row in hours} == {"staging"}
+    assert len({row.minute for row in minutes}) == 4
+    assert sorted({row.minute.timestamp() * 1e9 for row in hours}) == [base, base + hour]
+    for start in (base, base + hour):
+        in_hour = [row for row in minutes if start <= row.minute.timestamp() * 1e9 < start + hour]
+        hourly = [row for row in hours if row.minute.timestamp() * 1e9 == start]
+        assert sum(row.count for row in in_hour) == sum(row.count for row in hourly) == 6
+        assert merge(*(row.histogram for row in in_hour)) == merge(*(row.histogram for row in hourly))
+    # every span of trace_request is a root (no parent ids), so each is where a request entered
+    assert all(row.entry for row in minutes)
 
 
 def test_correlating_the_same_traces_twice_changes_nothing():

@@ -50,9 +50,10 @@ def send_traces(endpoint, prefix, count):
 
 
 def rollups(prefix):
-    red = sorted((r.minute, r.service, r.operation, r.kind, r.count, r.errors, json.dumps(r.histogram, sort_keys=True))
+    red = sorted((r.minute, r.environment, r.service, r.operation, r.kind, r.entry, r.count, r.errors,
+                  json.dumps(r.histogram, sort_keys=True))
                  for r in RedRollup.objects.filter(service__startswith=prefix))
-    edges = sorted((e.minute, e.parent, e.child, e.child_type, e.calls, e.errors)
+    edges = sorted((e.minute, e.environment, e.parent, e.child, e.child_type, e.calls, e.errors)
                    for e in EdgeRollup.objects.filter(parent__startswith=prefix))
     return red, edges
 
@@ -75,9 +76,9 @@ def expected_rollups(prefix):
                     entry[2][bucket] = entry[2].get(bucket, 0) + n
     from traces.correlate import _minute
 
-    red_rows = sorted((_minute(k[0]), k[1], k[2], k[3], c, e, json.dumps(h, sort_keys=True))
+    red_rows = sorted((_minute(k[0]), *k[1:], c, e, json.dumps(h, sort_keys=True))
                       for k, (c, e, h) in ((json.loads(key), value) for key, value in red.items()))
-    edge_rows = sorted((_minute(k[0]), k[1], k[2], k[3], c, e)
+    edge_rows = sorted((_minute(k[0]), *k[1:], c, e)
                        for k, (c, e, h) in ((json.loads(key), value) for key, value in edges.items()))
     return red_rows, edge_rows, len(spans_by_trace)
 
@@ -112,10 +113,10 @@ def test_a_worker_killed_mid_run_gives_the_same_rollups_as_an_undisturbed_run(st
         assert traces == 400
         assert red == expected_red
         assert edges == expected_edges
-        assert sum(row[4] for row in red) == 400 * 4  # every span counted once
-        calls = {(row[1], row[2], row[3]): 0 for row in edges}
+        assert sum(row[6] for row in red) == 400 * 4  # every span counted once
+        calls = {(row[2], row[3], row[4]): 0 for row in edges}
         for row in edges:
-            calls[(row[1], row[2], row[3])] += row[4]
+            calls[(row[2], row[3], row[4])] += row[5]
         assert calls == {(f"{prefix}-frontend", f"{prefix}-checkout", "service"): 400,
                          (f"{prefix}-checkout", "postgresql", "database"): 400}
     finally:

@@ -62,6 +62,7 @@ class RedPoint:
     kind: int
     duration_ns: int
     error: bool
+    entry: bool = False  # where a request enters the service: no parent, or a parent in another service
 
 
 @dataclass
@@ -587,9 +588,11 @@ def _edges(tree, index, order, starts, ends):
     return edges
 
 
-def _red(spans, order, starts, ends):
+def _red(tree, order, starts, ends):
+    spans, parent = tree.spans, tree.parent
     return [RedPoint(starts[i] // NS_PER_MINUTE, spans[i].service, spans[i].name, spans[i].kind,
-                     ends[i] - starts[i], is_error(spans[i])) for i in order]
+                     ends[i] - starts[i], is_error(spans[i]),
+                     parent[i] is None or spans[parent[i]].service != spans[i].service) for i in order]
 
 
 # --- The whole analysis --------------------------------------------------------------------
@@ -635,5 +638,5 @@ def _summary(tree, root, missing, starts, ends, decided, critical, order, index)
         self_ns={records[i].span_id: t for i, t in enumerate(_self_times(tree.children, starts, ends))},
         critical_ns={records[i].span_id: t for i, t in critical.items()},
         edges=_edges(tree, index, order, starts, ends),
-        red=_red(records, order, starts, ends),
+        red=_red(tree, order, starts, ends),
     )

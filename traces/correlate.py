@@ -44,20 +44,27 @@ SELECT pg_advisory_xact_lock(h) FROM (
 ) AS ordered
 """
 
+# Each rollup is kept per minute and per hour: long ranges read the hourly table.
 _UPSERT_RED = """
-INSERT INTO sightline_red_rollup AS r (minute, service, operation, kind, count, errors, histogram)
-VALUES {values}
-ON CONFLICT (minute, service, operation, kind) DO UPDATE SET
+INSERT INTO {table} AS r (minute, environment, service, operation, kind, entry, count, errors, histogram)
+VALUES {{values}}
+ON CONFLICT (minute, environment, service, operation, kind, entry) DO UPDATE SET
     count = r.count + EXCLUDED.count, errors = r.errors + EXCLUDED.errors,
     histogram = sightline_hist_add(r.histogram, EXCLUDED.histogram)
 """
 _UPSERT_EDGE = """
-INSERT INTO sightline_edge_rollup AS r (minute, parent, child, child_type, calls, errors, histogram)
-VALUES {values}
-ON CONFLICT (minute, parent, child, child_type) DO UPDATE SET
+INSERT INTO {table} AS r (minute, environment, parent, child, child_type, calls, errors, histogram)
+VALUES {{values}}
+ON CONFLICT (minute, environment, parent, child, child_type) DO UPDATE SET
     calls = r.calls + EXCLUDED.calls, errors = r.errors + EXCLUDED.errors,
     histogram = sightline_hist_add(r.histogram, EXCLUDED.histogram)
 """
+ROLLUPS = {
+    "red": [(1, _UPSERT_RED.format(table="sightline_red_rollup")),
+            (60, _UPSERT_RED.format(table="sightline_red_rollup_hour"))],
+    "edges": [(1, _UPSERT_EDGE.format(table="sightline_edge_rollup")),
+              (60, _UPSERT_EDGE.format(table="sightline_edge_rollup_hour"))],
+}
 _UPSERT_SUMMARY = """
 INSERT INTO sightline_trace_summary (trace_id, root_span_id, root_missing, root_service, root_operation, environment,
     start_time, start_ns, end_ns, duration_ns, span_count, error_count, services, orphan_span_ids, skew_ns,
@@ -127,13 +134,16 @@ def _environments(cursor, resource_ids):
     return result
 
 
-def contributions(result):
-    """What one trace adds to the rollups: {"red": {key: [count, errors, hist]}, "edges": {...}}."""
+def contributions(result, environment=""):
+    """What one trace adds to the rollups: {"red": {key: [count, errors, hist]}, "edges": {...}},
+    keys being JSON [minute, environment, ...names] (the environment is the root's)."""
     red, edges = {}, {}
     for point in result.red:
-        _add(red, json.dumps([point.minute, point.service, point.operation, point.kind]), point.duration_ns, point.error)
+        key = [point.minute, environment, point.service, point.operation, point.kind, point.entry]
+        _add(red, json.dumps(key), point.duration_ns, point.error)
     for edge in result.edges:
-        _add(edges, json.dumps([edge.minute, edge.parent, edge.child, edge.child_type]), edge.duration_ns, edge.error)
+        key = [edge.minute, environment, edge.parent, edge.child, edge.child_type]
+        _add(edges, json.dumps(key), edge.duration_ns, edge.error)
     return {"red": red, "edges": edges}
 
 
@@ -157,17 +167,32 @@ def difference(new, old, totals):
             entry[2][bucket] = entry[2].get(bucket, 0) + hist.get(bucket, 0) - old_hist.get(bucket, 0)
 
 
-def _apply(cursor, sql, totals):
-    rows = []
-    for key in sorted(totals):  # one lock order for every worker: no deadlocks
-        count, errors, hist = totals[key]
-        hist = {bucket: n for bucket, n in hist.items() if n}
-        if not count and not errors and not hist:
-            continue
+def _coarsen(totals, minutes):
+    """The same totals per bucket of `minutes` minutes (keys keep their shape)."""
+    if minutes == 1:
+        return totals
+    coarse = {}
+    for key, (count, errors, hist) in totals.items():
         minute, *names = json.loads(key)
-        rows.append((_minute(minute), *names, count, errors, json.dumps(hist)))
-    if rows:
-        _execute_rows(cursor, sql, rows)
+        entry = coarse.setdefault(json.dumps([minute - minute % minutes, *names]), [0, 0, {}])
+        entry[0] += count
+        entry[1] += errors
+        for bucket, n in hist.items():
+            entry[2][bucket] = entry[2].get(bucket, 0) + n
+    return coarse
+
+
+def _apply(cursor, rollup, totals):
+    for minutes, sql in ROLLUPS[rollup]:
+        rows = []
+        for key, (count, errors, hist) in sorted(_coarsen(totals, minutes).items()):  # one lock order: no deadlocks
+            hist = {bucket: n for bucket, n in hist.items() if n}
+            if not count and not errors and not hist:
+                continue
+            minute, *names = json.loads(key)
+            rows.append((_minute(minute), *names, count, errors, json.dumps(hist)))
+        if rows:
+            _execute_rows(cursor, sql, rows)
 
 
 def _summary_row(trace_id, result, environment, new_contributions):
@@ -208,14 +233,15 @@ def correlate_traces(trace_ids):
         results = {trace_id: analysis.analyze(spans) for trace_id, spans in spans_by_trace.items()}
         environments = _environments(cursor, {resources[r.root_span_id] for r in results.values()})
         for trace_id, result in results.items():
-            new = contributions(result)
+            environment = environments.get(resources[result.root_span_id], "")
+            new = contributions(result, environment)
             old = previous.get(trace_id) or {}
             difference(new["red"], old.get("red", {}), red)
             difference(new["edges"], old.get("edges", {}), edges)
-            summaries.append(_summary_row(trace_id, result, environments.get(resources[result.root_span_id], ""), new))
+            summaries.append(_summary_row(trace_id, result, environment, new))
             critical.extend(_critical_rows(trace_id, spans_by_trace[trace_id], result))
-        _apply(cursor, _UPSERT_RED, red)
-        _apply(cursor, _UPSERT_EDGE, edges)
+        _apply(cursor, "red", red)
+        _apply(cursor, "edges", edges)
         if summaries:
             _execute_rows(cursor, _UPSERT_SUMMARY, summaries, extra=", now()")
         cursor.execute(f"DELETE FROM sightline_critical_path_share WHERE trace_id = ANY({IDS})",

@@ -11,6 +11,7 @@ kinds JSON has no word for are one-key objects named as in OTLP/JSON:
 {"bytesValue": base64}, {"kvlistValue": {...}}, {"doubleValue": "NaN" | "Infinity" | "-Infinity"}.
 """
 
+from django.contrib.postgres.indexes import GinIndex
 from django.db import models
 from django.db.models.functions import Now
 
@@ -201,37 +202,59 @@ class TraceSummary(models.Model):
 
     class Meta:
         db_table = "sightline_trace_summary"
-        indexes = [models.Index(fields=["root_service", "start_time"], name="sightline_trace_root_time")]
+        indexes = [
+            models.Index(fields=["root_service", "start_time"], name="sightline_trace_root_time"),
+            # trace search by any service of the trace: services @> '["name"]'
+            GinIndex(fields=["services"], opclasses=["jsonb_path_ops"], name="sightline_trace_services"),
+        ]
 
     def __str__(self):
         return bytes(self.trace_id).hex()
 
 
-class RedRollup(models.Model):
-    """Requests, errors and a latency histogram per minute and (service, operation, kind)."""
+class RedRollupBase(models.Model):
+    """Requests, errors and a latency histogram per time bucket and (environment, service,
+    operation, kind, entry). `entry` marks spans where a request enters the service (no
+    parent, or a parent in another service): a service's own request rate counts those."""
 
-    pk = models.CompositePrimaryKey("minute", "service", "operation", "kind")
-    minute = models.DateTimeField()
+    pk = models.CompositePrimaryKey("minute", "environment", "service", "operation", "kind", "entry")
+    minute = models.DateTimeField()  # start of the bucket: a minute, or an hour in the hourly table
+    environment = models.TextField(default="")
     service = models.TextField()
     operation = models.TextField()
     kind = models.SmallIntegerField()
+    entry = models.BooleanField(default=False)
     count = models.BigIntegerField(default=0)
     errors = models.BigIntegerField(default=0)
     histogram = models.JSONField(default=dict)  # sparse {bucket index: count}, see traces.analysis
 
     class Meta:
+        abstract = True
+
+    def __str__(self):
+        return f"{self.minute:%Y-%m-%d %H:%M} {self.service} {self.operation}"
+
+
+class RedRollup(RedRollupBase):
+    class Meta:
         db_table = "sightline_red_rollup"
         indexes = [models.Index(fields=["service", "minute"], name="sightline_red_service_minute")]
 
-    def __str__(self):
-        return f"{self.minute:%H:%M} {self.service} {self.operation}"
+
+class RedRollupHour(RedRollupBase):
+    """The same per hour: long ranges (24 h, 7 d) read a few hundred rows, not tens of thousands."""
+
+    class Meta:
+        db_table = "sightline_red_rollup_hour"
+        indexes = [models.Index(fields=["service", "minute"], name="sightline_redh_service_minute")]
 
 
-class EdgeRollup(models.Model):
-    """Calls, errors and a latency histogram per minute and service-graph edge."""
+class EdgeRollupBase(models.Model):
+    """Calls, errors and a latency histogram per time bucket and service-graph edge."""
 
-    pk = models.CompositePrimaryKey("minute", "parent", "child", "child_type")
+    pk = models.CompositePrimaryKey("minute", "environment", "parent", "child", "child_type")
     minute = models.DateTimeField()
+    environment = models.TextField(default="")
     parent = models.TextField()
     child = models.TextField()
     child_type = models.TextField()  # service, database, messaging, external
@@ -240,10 +263,20 @@ class EdgeRollup(models.Model):
     histogram = models.JSONField(default=dict)
 
     class Meta:
-        db_table = "sightline_edge_rollup"
+        abstract = True
 
     def __str__(self):
         return f"{self.parent} -> {self.child}"
+
+
+class EdgeRollup(EdgeRollupBase):
+    class Meta:
+        db_table = "sightline_edge_rollup"
+
+
+class EdgeRollupHour(EdgeRollupBase):
+    class Meta:
+        db_table = "sightline_edge_rollup_hour"
 
 
 class CriticalPathShare(models.Model):

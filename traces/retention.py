@@ -43,8 +43,9 @@ def delete_old_read_model(now):
     with connection.cursor() as cursor:
         cursor.execute("DELETE FROM sightline_trace_summary WHERE start_time < %s", [span_cutoff])
         cursor.execute("DELETE FROM sightline_critical_path_share WHERE start_time < %s", [span_cutoff])
-        cursor.execute("DELETE FROM sightline_red_rollup WHERE minute < %s", [rollup_cutoff])
-        cursor.execute("DELETE FROM sightline_edge_rollup WHERE minute < %s", [rollup_cutoff])
+        for table in ("sightline_red_rollup", "sightline_red_rollup_hour",
+                      "sightline_edge_rollup", "sightline_edge_rollup_hour"):
+            cursor.execute(f"DELETE FROM {table} WHERE minute < %s", [rollup_cutoff])
 
 
 def run(now=None):
