@@ -210,6 +210,12 @@ RETENTION_DAYS_METRICS = env_int("SIGHTLINE_RETENTION_DAYS_METRICS", None, minim
 # RED and service-graph rollups (what charts and SLOs read); unset = SIGHTLINE_RETENTION_DAYS.
 RETENTION_DAYS_ROLLUPS = env_int("SIGHTLINE_RETENTION_DAYS_ROLLUPS", None, minimum=1, maximum=3650) or RETENTION_DAYS
 
+# --- Query API -------------------------------------------------------------------
+
+# When true, anyone who can reach the web port may read the APIs without a token;
+# writes (SLOs, channels) still need a browser session or an API token.
+PUBLIC_READ = env_bool("SIGHTLINE_PUBLIC_READ", False)
+
 # --- Django ----------------------------------------------------------------------
 
 DEBUG = env_bool("DEBUG", False)

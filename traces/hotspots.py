@@ -7,6 +7,8 @@ of their root operation in the window. Each row carries the p95 of the operation
 time and exemplar slow traces where it took the most critical-path time.
 """
 
+import json
+
 from django.db import connection
 
 _HOTSPOTS = """
@@ -15,6 +17,8 @@ WITH traces AS (
     FROM sightline_trace_summary
     WHERE start_time >= %(start)s AND start_time < %(end)s
       AND (%(root_service)s::text IS NULL OR root_service = %(root_service)s)
+      AND (%(through)s::jsonb IS NULL OR services @> %(through)s::jsonb)
+      AND (%(environment)s::text IS NULL OR environment = %(environment)s)
 ),
 thresholds AS (
     SELECT root_service, root_operation,
@@ -47,11 +51,15 @@ LIMIT %(limit)s
 """
 
 
-def hotspots(start, end, root_service=None, limit=20, exemplars=3):
+def hotspots(start, end, root_service=None, limit=20, exemplars=3, through=None, environment=None):
     """Rows of (service, operation, critical_path_share, slow_critical_path_share,
-    self_time_p95_ns, exemplar_trace_ids), hottest in slow traces first."""
+    self_time_p95_ns, exemplar_trace_ids), hottest in slow traces first.
+
+    root_service: only traces whose root is in that service; through: only traces with a
+    span in that service; environment: only traces of that deployment environment."""
     with connection.cursor() as cursor:
         cursor.execute(_HOTSPOTS, {"start": start, "end": end, "root_service": root_service,
-                                   "limit": limit, "exemplars": exemplars})
+                                   "through": json.dumps([through]) if through is not None else None,
+                                   "environment": environment, "limit": limit, "exemplars": exemplars})
         columns = [column.name for column in cursor.description]
         return [dict(zip(columns, row)) for row in cursor.fetchall()]

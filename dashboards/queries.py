@@ -1,0 +1,264 @@
+"""Read-model queries shared by the APIs and the dashboards (never raw spans for a chart).
+
+RED and edge figures come from the rollups: whole hours from the hourly tables, the
+minutes before the first and after the last whole hour from the per-minute tables, so a
+24-hour range reads about 24 rows per key instead of 1,440. Latency quantiles come from
+the merged log-bucket histograms (traces.analysis: within 3.9 % of the exact value).
+
+Filters are bound parameters; the only text put into SQL is column names from this module.
+"""
+
+import datetime as dt
+import json
+
+from django.db import connection
+
+from traces import analysis
+
+MINUTE = dt.timedelta(minutes=1)
+HOUR = dt.timedelta(hours=1)
+KINDS = {0: "unspecified", 1: "internal", 2: "server", 3: "client", 4: "producer", 5: "consumer"}
+KIND_NUMBERS = {name: number for number, name in KINDS.items()}
+
+
+def _floor(moment, step):
+    epoch = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
+    return epoch + (moment - epoch) // step * step
+
+
+def _ceil(moment, step):
+    floor = _floor(moment, step)
+    return floor if floor == moment else floor + step
+
+
+def split_range(start, end):
+    """[start, end) as (minute ranges, hour range or None): whole hours from the hourly table."""
+    start, end = _floor(start, MINUTE), _ceil(end, MINUTE)
+    first_hour, last_hour = _ceil(start, HOUR), _floor(end, HOUR)
+    if first_hour >= last_hour:
+        return [(start, end)], None
+    minutes = [(a, b) for a, b in ((start, first_hour), (last_hour, end)) if a < b]
+    return minutes, (first_hour, last_hour)
+
+
+def _rollup_rows(table, columns, start, end, where, params):
+    """SQL (and its params) selecting `columns` of table's minute and hour rows for [start, end)."""
+    minutes, hours = split_range(start, end)
+    parts, values = [], []
+    for bucket_table, ranges in ((table, minutes), (table + "_hour", [hours] if hours else [])):
+        for low, high in ranges:
+            parts.append(f"SELECT {columns} FROM {bucket_table} WHERE minute >= %s AND minute < %s{where}")
+            values += [low, high, *params]
+    return " UNION ALL ".join(parts), values
+
+
+def _filters(conditions):
+    """[(sql, value)] with value None = no filter -> (' AND ...', [values])."""
+    sql, values = "", []
+    for clause, value in conditions:
+        if value is not None:
+            sql += f" AND {clause}"
+            values.append(value)
+    return sql, values
+
+
+def _figures(count, errors, hist, seconds):
+    hist = hist or {}
+    figures = {"requests": int(count), "rate": count / seconds if seconds else 0.0, "errors": int(errors),
+               "error_rate": errors / count if count else 0.0}
+    for name, q in (("p50_ms", 0.5), ("p95_ms", 0.95), ("p99_ms", 0.99)):
+        value = analysis.quantile(hist, q)
+        figures[name] = None if value is None else round(value / 1e6, 3)
+    return figures
+
+
+def _loads(value):
+    """Django's cursors hand JSONB over as text."""
+    return json.loads(value) if isinstance(value, str) else value
+
+
+def services(start, end, environment=None, service=None):
+    """Per service: requests (spans where a request entered it), rate/s, errors, error_rate, p50/p95/p99 ms."""
+    where, params = _filters([("environment = %s", environment), ("service = %s", service)])
+    rows, values = _rollup_rows("sightline_red_rollup", "service, count, errors, histogram",
+                                start, end, where + " AND entry", params)
+    seconds = (end - start).total_seconds()
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT service, sum(count), sum(errors), sightline_hist_sum(histogram) FROM ({rows}) AS r "
+                       "GROUP BY service ORDER BY service", values)
+        return [{"service": name, **_figures(count, errors, _loads(hist) or {}, seconds)}
+                for name, count, errors, hist in cursor.fetchall()]
+
+
+def operations(start, end, service, environment=None, kind=None):
+    """Per (operation, span kind) of one service: the same figures over every span."""
+    where, params = _filters([("environment = %s", environment), ("service = %s", service),
+                              ("kind = %s", kind)])
+    rows, values = _rollup_rows("sightline_red_rollup", "operation, kind, count, errors, histogram",
+                                start, end, where, params)
+    seconds = (end - start).total_seconds()
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT operation, kind, sum(count), sum(errors), sightline_hist_sum(histogram) "
+                       f"FROM ({rows}) AS r GROUP BY operation, kind ORDER BY operation, kind", values)
+        return [{"service": service, "operation": operation, "span_kind": KINDS.get(kind, "unspecified"),
+                 **_figures(count, errors, _loads(hist) or {}, seconds)}
+                for operation, kind, count, errors, hist in cursor.fetchall()]
+
+
+def dependencies(start, end, environment=None, service=None):
+    """Per service-graph edge: calls, errors, error_rate, p50/p95/p99 ms (service: edges touching it)."""
+    where, params = _filters([("environment = %s", environment)])
+    if service is not None:
+        where += " AND (parent = %s OR child = %s)"
+        params += [service, service]
+    rows, values = _rollup_rows("sightline_edge_rollup", "parent, child, child_type, calls, errors, histogram",
+                                start, end, where, params)
+    seconds = (end - start).total_seconds()
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT parent, child, child_type, sum(calls), sum(errors), sightline_hist_sum(histogram) "
+                       f"FROM ({rows}) AS r GROUP BY parent, child, child_type ORDER BY parent, child, child_type",
+                       values)
+        result = []
+        for parent, child, child_type, calls, errors, hist in cursor.fetchall():
+            figures = _figures(calls, errors, _loads(hist) or {}, seconds)
+            result.append({"parent": parent, "child": child, "child_type": child_type, "calls": figures["requests"],
+                           "rate": figures["rate"], "errors": figures["errors"],
+                           "error_rate": figures["error_rate"], "p50_ms": figures["p50_ms"],
+                           "p95_ms": figures["p95_ms"], "p99_ms": figures["p99_ms"]})
+        return result
+
+
+def environments(start, end):
+    """The environments that sent traces in [start, end), for the environment picker."""
+    rows, values = _rollup_rows("sightline_red_rollup", "environment", start, end, "", [])
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT DISTINCT environment FROM ({rows}) AS r ORDER BY 1", values)
+        return [row[0] for row in cursor.fetchall()]
+
+
+# --- Traces ------------------------------------------------------------------------------
+
+_SUMMARY_COLUMNS = ("trace_id, root_service, root_operation, root_missing, environment, start_time, start_ns, "
+                    "duration_ns, span_count, error_count, services")
+
+
+def _attribute_match(filters):
+    """SQL matching spans (or their resource) carrying every key=value of filters; a value given
+    as text also matches the number or boolean it spells ("500" matches 500)."""
+    clauses, values = [], []
+    for key, value in filters.items():
+        candidates = [value]
+        for convert in (int, float):
+            try:
+                candidates.append(convert(value))
+                break
+            except ValueError:
+                pass
+        if value in ("true", "false"):
+            candidates.append(value == "true")
+        options = []
+        for candidate in candidates:
+            options.append("s.attributes @> %s::jsonb")
+            values.append(json.dumps({key: candidate}))
+            options.append("r.attributes @> %s::jsonb")
+            values.append(json.dumps({key: candidate}))
+        clauses.append("(" + " OR ".join(options) + ")")
+    return " AND ".join(clauses), values
+
+
+def search_traces(start, end, *, service=None, operation=None, attributes=None, min_duration_ns=None,
+                  max_duration_ns=None, status=None, environment=None, limit=20, before=None):
+    """Trace summaries that started in [start, end), newest first.
+
+    service: any span of the trace is in it; operation and attributes: one span of the
+    trace (in that service, when given) has that name and all those attributes (span or
+    resource attributes). status: "error" (some span failed) or "ok". before: a keyset
+    cursor (start_time, trace_id) to continue after. Returns up to limit + 1 rows so the
+    caller knows whether there is a next page.
+    """
+    conditions = [("t.start_time >= %s", start), ("t.start_time < %s", end),
+                  ("t.services @> %s::jsonb", json.dumps([service]) if service is not None else None),
+                  ("t.duration_ns >= %s", min_duration_ns), ("t.duration_ns <= %s", max_duration_ns),
+                  ("t.environment = %s", environment)]
+    where, values = _filters(conditions)
+    if status == "error":
+        where += " AND t.error_count > 0"
+    elif status == "ok":
+        where += " AND t.error_count = 0"
+    if before is not None:
+        where += " AND (t.start_time, t.trace_id) < (%s, %s)"
+        values += [before[0], before[1]]
+    if operation is not None or attributes:
+        span_where, span_values = _filters([("s.service_name = %s", service), ("s.name = %s", operation)])
+        if attributes:
+            match, match_values = _attribute_match(attributes)
+            span_where += " AND " + match
+            span_values += match_values
+        # Spans of a trace start at or after the trace (skew aside): the same time range
+        # prunes the span partitions and lets the BRIN index skip the rest.
+        where += (" AND t.trace_id IN (SELECT s.trace_id FROM sightline_span s "
+                  "JOIN sightline_resource r ON r.id = s.resource_id "
+                  f"WHERE s.start_time >= %s AND s.start_time < %s{span_where})")
+        values += [start, end + HOUR, *span_values]
+    sql = (f"SELECT {_SUMMARY_COLUMNS} FROM sightline_trace_summary t WHERE true{where} "
+           "ORDER BY t.start_time DESC, t.trace_id DESC LIMIT %s")
+    with connection.cursor() as cursor:
+        cursor.execute(sql, values + [limit + 1])
+        return [_summary(row) for row in cursor.fetchall()]
+
+
+def _summary(row):
+    (trace_id, root_service, root_operation, root_missing, environment, start_time, start_ns, duration_ns,
+     span_count, error_count, services) = row
+    return {"trace_id": bytes(trace_id).hex(), "root_service": root_service, "root_operation": root_operation,
+            "root_missing": root_missing, "environment": environment, "start_time": start_time,
+            "start_ns": start_ns, "duration_ns": duration_ns, "span_count": span_count,
+            "error_count": error_count, "services": _loads(services)}
+
+
+def trace_summary(trace_id: bytes):
+    """The stored summary of one trace with its per-span analysis, or None."""
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT {_SUMMARY_COLUMNS}, root_span_id, end_ns, orphan_span_ids, skew_ns, span_stats "
+                       "FROM sightline_trace_summary WHERE trace_id = %s", [trace_id])
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    summary = _summary(row[:11])
+    root_span_id, end_ns, orphans, skew, stats = row[11:]
+    summary.update(root_span_id=bytes(root_span_id).hex(), end_ns=end_ns, orphan_span_ids=_loads(orphans),
+                   skew_ns=_loads(skew), span_stats=_loads(stats))
+    return summary
+
+
+SPAN_COLUMNS = ("s.span_id, s.parent_span_id, s.service_name, s.name, s.kind, s.start_ns, s.end_ns, s.status_code, "
+                "s.status_message, s.trace_state, s.flags, s.attributes, s.events, s.links, "
+                "s.dropped_attributes_count, s.dropped_events_count, s.dropped_links_count, "
+                "s.resource_id, s.scope_id")
+
+
+def trace_spans(trace_id: bytes, limit=100_000):
+    """Every stored span of one trace (start order), with the resources and scopes they refer to."""
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT {SPAN_COLUMNS} FROM sightline_span s WHERE s.trace_id = %s "
+                       "ORDER BY s.start_ns, s.span_id LIMIT %s", [trace_id, limit])
+        spans = []
+        for row in cursor.fetchall():
+            (span_id, parent, service, name, kind, start_ns, end_ns, status_code, status_message, trace_state, flags,
+             attributes, events, links, dropped_attributes, dropped_events, dropped_links, resource_id,
+             scope_id) = row
+            spans.append({"span_id": bytes(span_id).hex(), "parent_span_id": bytes(parent).hex() if parent else None,
+                          "service": service, "name": name, "kind": kind, "start_ns": start_ns, "end_ns": end_ns,
+                          "status_code": status_code, "status_message": status_message, "trace_state": trace_state,
+                          "flags": flags, "attributes": _loads(attributes), "events": _loads(events),
+                          "links": _loads(links), "dropped_attributes_count": dropped_attributes,
+                          "dropped_events_count": dropped_events, "dropped_links_count": dropped_links,
+                          "resource_id": resource_id, "scope_id": scope_id})
+        resource_ids = sorted({span["resource_id"] for span in spans})
+        scope_ids = sorted({span["scope_id"] for span in spans})
+        cursor.execute("SELECT id, service_name, attributes FROM sightline_resource WHERE id = ANY(%s)", [resource_ids])
+        resources = {row[0]: {"service": row[1], "attributes": _loads(row[2])} for row in cursor.fetchall()}
+        cursor.execute("SELECT id, name, version, attributes FROM sightline_scope WHERE id = ANY(%s)", [scope_ids])
+        scopes = {row[0]: {"name": row[1], "version": row[2], "attributes": _loads(row[3])}
+                  for row in cursor.fetchall()}
+    return spans, resources, scopes
