@@ -63,8 +63,8 @@ def _filters(conditions):
 
 
 def _figures(count, errors, hist, seconds):
-    hist = hist or {}
-    figures = {"requests": int(count), "rate": count / seconds if seconds else 0.0, "errors": int(errors),
+    hist, count, errors = hist or {}, int(count), int(errors)  # sum(bigint) comes back as Decimal
+    figures = {"requests": count, "rate": count / seconds if seconds else 0.0, "errors": errors,
                "error_rate": errors / count if count else 0.0}
     for name, q in (("p50_ms", 0.5), ("p95_ms", 0.95), ("p99_ms", 0.99)):
         value = analysis.quantile(hist, q)
