@@ -249,3 +249,8 @@ def test_long_ranges_read_whole_hours_from_the_hourly_rollups(api):
     minutes, hours = queries.split_range(start, start + dt.timedelta(hours=3))
     assert hours is not None and hours[1] - hours[0] >= dt.timedelta(hours=2)
     assert all(b - a < dt.timedelta(hours=1) for a, b in minutes)
+
+
+def test_unknown_api_paths_are_json_404s_and_any_service_name_routes(api):
+    assert api("/api/v1/nothing-here", 404)["error"]["status"] == 404
+    assert api("/api/v1/services/line\nbreak/with/slashes/operations")["data"] == []

@@ -13,7 +13,7 @@ import json
 
 from dashboards import queries
 from dashboards.api import params
-from dashboards.api.http import BadParameter, NotFound, api_view, rfc3339
+from dashboards.api.http import BadParameter, NotFound, api_view, jaeger_error, rfc3339, v1_error
 from traces import analysis
 from traces.hotspots import hotspots as hotspot_rows
 
@@ -30,6 +30,14 @@ def _service(value):
     if len(value) > MAX_SERVICE:
         raise BadParameter("service", f"longer than {MAX_SERVICE} characters")
     return value
+
+
+def not_found(request, *args, **kwargs):
+    return v1_error(404, f"no API endpoint at {request.path[:200]!r}; see /api/v1/openapi.json")
+
+
+def jaeger_not_found(request, *args, **kwargs):
+    return jaeger_error(404, "404 page not found")
 
 
 @api_view()
