@@ -166,15 +166,24 @@ def _attribute_match(filters):
     return " AND ".join(clauses), values
 
 
+# Conditions on the one matching span of a trace search (column text only; values are bound).
+SPAN_FILTERS = {
+    "kind": "s.kind = %s", "status_code": "s.status_code = %s", "status_message": "s.status_message = %s",
+    "trace_state": "s.trace_state = %s", "scope_name": "sc.name = %s", "scope_version": "sc.version = %s",
+    "min_duration_ns": "s.duration_ns >= %s", "max_duration_ns": "s.duration_ns <= %s",
+}
+
+
 def search_traces(start, end, *, service=None, operation=None, attributes=None, min_duration_ns=None,
-                  max_duration_ns=None, status=None, environment=None, limit=20, before=None):
+                  max_duration_ns=None, status=None, environment=None, limit=20, before=None, span=None):
     """Trace summaries that started in [start, end), newest first.
 
     service: any span of the trace is in it; operation and attributes: one span of the
     trace (in that service, when given) has that name and all those attributes (span or
     resource attributes). status: "error" (some span failed) or "ok". before: a keyset
-    cursor (start_time, trace_id) to continue after. Returns up to limit + 1 rows so the
-    caller knows whether there is a next page.
+    cursor (start_time, trace_id) to continue after. span: more conditions on that same
+    span, {field: value} with the fields of SPAN_FILTERS (kind, status, duration, scope...).
+    Returns up to limit + 1 rows so the caller knows whether there is a next page.
     """
     conditions = [("t.start_time >= %s", start), ("t.start_time < %s", end),
                   ("t.services @> %s::jsonb", json.dumps([service]) if service is not None else None),
@@ -188,8 +197,13 @@ def search_traces(start, end, *, service=None, operation=None, attributes=None, 
     if before is not None:
         where += " AND (t.start_time, t.trace_id) < (%s, %s)"
         values += [before[0], before[1]]
-    if operation is not None or attributes:
-        span_where, span_values = _filters([("s.service_name = %s", service), ("s.name = %s", operation)])
+    span = {key: value for key, value in (span or {}).items() if value is not None}
+    unknown = set(span) - set(SPAN_FILTERS)
+    if unknown:
+        raise ValueError(f"unknown span filters {sorted(unknown)}")
+    if operation is not None or attributes or span:
+        span_where, span_values = _filters([("s.service_name = %s", service), ("s.name = %s", operation),
+                                            *((SPAN_FILTERS[key], value) for key, value in sorted(span.items()))])
         if attributes:
             match, match_values = _attribute_match(attributes)
             span_where += " AND " + match
@@ -197,7 +211,7 @@ def search_traces(start, end, *, service=None, operation=None, attributes=None, 
         # Spans of a trace start at or after the trace (skew aside): the same time range
         # prunes the span partitions and lets the BRIN index skip the rest.
         where += (" AND t.trace_id IN (SELECT s.trace_id FROM sightline_span s "
-                  "JOIN sightline_resource r ON r.id = s.resource_id "
+                  "JOIN sightline_resource r ON r.id = s.resource_id JOIN sightline_scope sc ON sc.id = s.scope_id "
                   f"WHERE s.start_time >= %s AND s.start_time < %s{span_where})")
         values += [start, end + HOUR, *span_values]
     sql = (f"SELECT {_SUMMARY_COLUMNS} FROM sightline_trace_summary t WHERE true{where} "
@@ -239,14 +253,25 @@ SPAN_COLUMNS = ("s.span_id, s.parent_span_id, s.service_name, s.name, s.kind, s.
 
 def trace_spans(trace_id: bytes, limit=100_000):
     """Every stored span of one trace (start order), with the resources and scopes they refer to."""
+    spans, resources, scopes = traces_spans([trace_id], limit)
+    return spans.get(trace_id, []), resources, scopes
+
+
+def traces_spans(trace_ids, limit=100_000):
+    """{trace id: [span dicts in start order]} for several traces in three queries, and the
+    resources and scopes they refer to. At most `limit` spans a trace."""
+    by_trace = {}
     with connection.cursor() as cursor:
-        cursor.execute(f"SELECT {SPAN_COLUMNS} FROM sightline_span s WHERE s.trace_id = %s "
-                       "ORDER BY s.start_ns, s.span_id LIMIT %s", [trace_id, limit])
-        spans = []
+        cursor.execute(f"SELECT s.trace_id, {SPAN_COLUMNS} FROM sightline_span s "
+                       "WHERE s.trace_id = ANY(ARRAY(SELECT decode(id, 'hex') FROM unnest(%s::text[]) AS id)) "
+                       "ORDER BY s.trace_id, s.start_ns, s.span_id", [[bytes(t).hex() for t in trace_ids]])
         for row in cursor.fetchall():
-            (span_id, parent, service, name, kind, start_ns, end_ns, status_code, status_message, trace_state, flags,
-             attributes, events, links, dropped_attributes, dropped_events, dropped_links, resource_id,
-             scope_id) = row
+            (trace_id, span_id, parent, service, name, kind, start_ns, end_ns, status_code, status_message,
+             trace_state, flags, attributes, events, links, dropped_attributes, dropped_events, dropped_links,
+             resource_id, scope_id) = row
+            spans = by_trace.setdefault(bytes(trace_id), [])
+            if len(spans) >= limit:
+                continue
             spans.append({"span_id": bytes(span_id).hex(), "parent_span_id": bytes(parent).hex() if parent else None,
                           "service": service, "name": name, "kind": kind, "start_ns": start_ns, "end_ns": end_ns,
                           "status_code": status_code, "status_message": status_message, "trace_state": trace_state,
@@ -254,6 +279,7 @@ def trace_spans(trace_id: bytes, limit=100_000):
                           "links": _loads(links), "dropped_attributes_count": dropped_attributes,
                           "dropped_events_count": dropped_events, "dropped_links_count": dropped_links,
                           "resource_id": resource_id, "scope_id": scope_id})
+        spans = [span for group in by_trace.values() for span in group]
         resource_ids = sorted({span["resource_id"] for span in spans})
         scope_ids = sorted({span["scope_id"] for span in spans})
         cursor.execute("SELECT id, service_name, attributes FROM sightline_resource WHERE id = ANY(%s)", [resource_ids])
@@ -261,4 +287,4 @@ def trace_spans(trace_id: bytes, limit=100_000):
         cursor.execute("SELECT id, name, version, attributes FROM sightline_scope WHERE id = ANY(%s)", [scope_ids])
         scopes = {row[0]: {"name": row[1], "version": row[2], "attributes": _loads(row[3])}
                   for row in cursor.fetchall()}
-    return spans, resources, scopes
+    return by_trace, resources, scopes

@@ -264,6 +264,9 @@ def test_search_by_service_operation_tags_duration_limit_and_time(client, auth, 
     assert search(minDuration="49.9ms", maxDuration="1s") == [wanted]
     assert search(minDuration="60ms") == []
     assert search(maxDuration="10ms") == list(reversed(shop["plain"]))
+    # as in Jaeger, the duration is the matching span's: the backend's lasts 40 ms of the trace's 50
+    assert search(service=back, minDuration="39ms") == [wanted]
+    assert search(service=back, minDuration="41ms") == []
 
     # time: start/end in microseconds; lookback, or "custom" with start/end
     now_us = time.time_ns() // 1000

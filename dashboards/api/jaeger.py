@@ -31,7 +31,6 @@ SPAN_KINDS = {0: "", 1: "internal", 2: "server", 3: "client", 4: "producer", 5: 
 KIND_BY_NAME = {name: number for number, name in SPAN_KINDS.items() if name}
 STATUS_NAMES = {1: "OK", 2: "ERROR"}
 MAX_TAGS = 20
-SCAN_PAGES = 20  # pages of candidate traces looked through when tags need a span-level check
 
 
 def envelope(data, total=0, errors=None):
@@ -180,10 +179,7 @@ def jaeger_trace(trace_id: bytes, spans, resources, scopes):
 
 
 def load_trace(trace_id: bytes):
-    spans, resources, scopes = queries.trace_spans(trace_id)
-    if not spans:
-        return None
-    return jaeger_trace(trace_id, spans, resources, scopes)
+    return load_traces([trace_id]).get(trace_id)
 
 
 # --- Services and operations ----------------------------------------------------------------
@@ -282,53 +278,32 @@ def _tag_filters(query):
 
 
 def _split_tags(tags):
-    """Tags the translator makes from span fields -> (status, span-level SQL conditions);
-    every other tag -> attribute filters (span or resource attributes)."""
-    status, conditions, attributes, scope = None, [], {}, False
+    """Tags the translator makes from span fields -> conditions on the matching span;
+    every other tag -> attribute filters (span or resource attributes of that span)."""
+    span, attributes = {}, {}
     for key, value in tags.items():
         if key == "error" and value == "true":
-            status = "error"
-            conditions.append(("s.status_code = %s", 2))
+            span["status_code"] = 2
         elif key == "otel.status_code" and value in ("OK", "ERROR"):
-            if value == "ERROR":
-                status = "error"
-            conditions.append(("s.status_code = %s", 1 if value == "OK" else 2))
+            span["status_code"] = 1 if value == "OK" else 2
         elif key == "span.kind" and value in KIND_BY_NAME:
-            conditions.append(("s.kind = %s", KIND_BY_NAME[value]))
+            span["kind"] = KIND_BY_NAME[value]
         elif key == "otel.status_description":
-            conditions.append(("s.status_message = %s", value))
+            span["status_message"] = value
         elif key == "w3c.tracestate":
-            conditions.append(("s.trace_state = %s", value))
+            span["trace_state"] = value
         elif key in ("otel.scope.name", "otel.library.name"):
-            conditions.append(("sc.name = %s", value))
-            scope = True
+            span["scope_name"] = value
         elif key in ("otel.scope.version", "otel.library.version"):
-            conditions.append(("sc.version = %s", value))
-            scope = True
+            span["scope_version"] = value
         else:
             attributes[key] = value
-    return status, conditions, attributes, scope
-
-
-def _span_match(trace_ids, start, end, service, operation, conditions, scope):
-    """Which of trace_ids have one span (of the service, with the operation) meeting all conditions."""
-    where = " AND ".join(sql for sql, _ in conditions)
-    values = [value for _, value in conditions]
-    if service:
-        where += " AND s.service_name = %s"
-        values.append(service)
-    if operation:
-        where += " AND s.name = %s"
-        values.append(operation)
-    join = "JOIN sightline_scope sc ON sc.id = s.scope_id " if scope else ""
-    with connection.cursor() as cursor:
-        cursor.execute(f"SELECT DISTINCT s.trace_id FROM sightline_span s {join}"
-                       f"WHERE s.trace_id = ANY(%s) AND s.start_time >= %s AND s.start_time < %s AND {where}",
-                       [[bytes.fromhex(t) for t in trace_ids], start, end + queries.HOUR, *values])
-        return {bytes(row[0]).hex() for row in cursor.fetchall()}
+    return span, attributes
 
 
 def _search(query):
+    """Trace ids matching a Jaeger search: one span of the service (with the operation, the
+    tags and a duration within minDuration..maxDuration, as Jaeger), newest first."""
     service = params.text(query, "service")
     if not service:
         raise BadParameter("service", "parameter 'service' is required")
@@ -344,25 +319,18 @@ def _search(query):
     max_ns = params.duration_ns(query, "maxDuration")
     if min_ns and max_ns and max_ns < min_ns:
         raise BadParameter("maxDuration", "'maxDuration' should be greater than 'minDuration'")
-    status, conditions, attributes, scope = _split_tags(_tag_filters(query))
-    arguments = dict(service=service, operation=operation, attributes=attributes or None,
-                     min_duration_ns=min_ns or None, max_duration_ns=max_ns or None, status=status)
-    if not conditions:
-        rows = queries.search_traces(start, end, limit=limit, **arguments)[:limit]
-        return [row["trace_id"] for row in rows]
-    # Span fields (kind, status, scope...) are checked on candidate traces, page by page.
-    found, before, page = [], None, max(limit, 100)
-    for _ in range(SCAN_PAGES):
-        rows = queries.search_traces(start, end, limit=page, before=before, **arguments)
-        candidates = rows[:page]
-        if candidates:
-            matching = _span_match([r["trace_id"] for r in candidates], start, end, service, operation,
-                                   conditions, scope)
-            found += [r["trace_id"] for r in candidates if r["trace_id"] in matching]
-        if len(found) >= limit or len(rows) <= page:
-            break
-        before = (candidates[-1]["start_time"], bytes.fromhex(candidates[-1]["trace_id"]))
-    return found[:limit]
+    span, attributes = _split_tags(_tag_filters(query))
+    span.update(min_duration_ns=min_ns or None, max_duration_ns=max_ns or None)
+    rows = queries.search_traces(start, end, service=service, operation=operation, attributes=attributes or None,
+                                 span=span, limit=limit)
+    return [bytes.fromhex(row["trace_id"]) for row in rows[:limit]]
+
+
+def load_traces(trace_ids):
+    """Jaeger traces for these ids (bytes), in that order; ids without spans are left out."""
+    by_trace, resources, scopes = queries.traces_spans(trace_ids)
+    return {trace_id: jaeger_trace(trace_id, by_trace[trace_id], resources, scopes)
+            for trace_id in trace_ids if by_trace.get(trace_id)}
 
 
 @api_view(error=jaeger_error)
@@ -372,16 +340,13 @@ def traces(request):
     ids = query.getlist("traceID")
     if ids:
         binaries = [parse_trace_id(value, "traceID") for value in ids]
-        found, errors = [], []
-        for binary in dict.fromkeys(binaries):
-            result = load_trace(binary)
-            if result is None:
-                errors.append({"msg": "trace not found", "traceID": binary.hex()})
-            else:
-                found.append(result)
-        return envelope(found, errors=errors or None)
-    data = [result for result in (load_trace(bytes.fromhex(t)) for t in _search(query)) if result is not None]
-    return envelope(data)
+        loaded = load_traces(list(dict.fromkeys(binaries)))
+        errors = [{"msg": "trace not found", "traceID": binary.hex()}
+                  for binary in dict.fromkeys(binaries) if binary not in loaded]
+        return envelope(list(loaded.values()), errors=errors or None)
+    found = _search(query)
+    loaded = load_traces(found)
+    return envelope([loaded[trace_id] for trace_id in found if trace_id in loaded])
 
 
 # --- Dependencies ------------------------------------------------------------------------------
