@@ -1,4 +1,9 @@
-from django.urls import path  # noqa: F401
+from django.urls import path
 
-# /api/v1/metrics and /api/v1/metrics/{name}/series: routes added with dashboards.api.metrics.
-urlpatterns = []
+from dashboards.api import metrics
+
+# /api/v1/metrics and /api/v1/metrics/{name}/series (metric names may hold slashes).
+urlpatterns = [
+    path("api/v1/metrics", metrics.metric_list, name="api-v1-metrics"),
+    path("api/v1/metrics/<path:name>/series", metrics.metric_series, name="api-v1-metric-series"),
+]
