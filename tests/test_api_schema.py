@@ -54,7 +54,8 @@ def test_the_document_is_served_and_lists_every_v1_endpoint(client):
     document = client.get("/api/v1/openapi.json").json()
     assert document["openapi"].startswith("3.")
     assert {"/api/v1/services", "/api/v1/services/{service}/operations", "/api/v1/dependencies",
-            "/api/v1/hotspots", "/api/v1/traces", "/api/v1/traces/{trace_id}"} <= set(document["paths"])
+            "/api/v1/hotspots", "/api/v1/traces", "/api/v1/traces/{trace_id}", "/api/v1/metrics",
+            "/api/v1/metrics/{name}/series"} <= set(document["paths"])
 
 
 @pytest.mark.django_db(transaction=True)

@@ -71,6 +71,15 @@ SCHEMAS = {
                       "environment": TEXT, "start_time": TIME, "duration_ms": NUMBER, "span_count": INT,
                       "error_count": INT, "services": {"type": "array", "items": TEXT},
                       "spans": {"type": "array", "items": {"$ref": "#/components/schemas/Span"}}}),
+    "Metric": _object({"name": TEXT, "type": _nullable(TEXT), "unit": TEXT, "description": TEXT,
+                       "temporality": _nullable({"type": "string", "enum": ["delta", "cumulative"]}),
+                       "monotonic": {"type": "boolean"}, "services": {"type": "array", "items": TEXT},
+                       "attribute_keys": {"type": "array", "items": TEXT}}),
+    "Series": _object({"labels": {"type": "object", "additionalProperties": TEXT},
+                       "stat": {"type": "string", "enum": ["value", "rate", "p50", "p95", "p99"]},
+                       "points": {"type": "array", "description": "[epoch ms, value or null]", "items": {
+                           "type": "array", "minItems": 2, "maxItems": 2,
+                           "items": _nullable({"type": "number"})}}}),
 }
 
 
@@ -133,6 +142,20 @@ PATHS = {
          _param("limit", "traces per page (default 20)", {"type": "integer", "minimum": 1, "maximum": 1000}),
          _param("cursor", "next_cursor of the previous page")],
         _list_of("TraceItem", {"next_cursor": _nullable(TEXT)})),
+    "/api/v1/metrics": _get(
+        "metric names with points in the range: type, unit, services, attribute keys",
+        [*TIME_RANGE, _param("service", "only metrics this service reports")], _list_of("Metric", RANGE_ECHO)),
+    "/api/v1/metrics/{name}/series": _get(
+        "one metric over time: a rate for counters and delta sums, p50/p95/p99 (and rate) for histograms, "
+        "the value for gauges and up-down counters; attribute filters as attr.KEY=VALUE",
+        [_param("name", "metric name", where="path", required=True), *TIME_RANGE,
+         _param("service", "only this service's points"),
+         _param("group_by", "comma-separated attribute keys (service.name allowed), at most 5"),
+         _param("step", "bucket width: 30s, 1m, 5m, or seconds (default: at most 120 points)")],
+        _list_of("Series", {**RANGE_ECHO, "metric": {"type": "object", "properties": {
+            "name": TEXT, "type": _nullable(TEXT), "unit": TEXT}, "required": ["name", "type", "unit"]},
+            "step_seconds": {"type": "integer", "minimum": 1}, "truncated": {"type": "boolean"}}),
+        not_found=True),
     "/api/v1/traces/{trace_id}": _get(
         "one trace: its summary and every span with critical-path flags and self times",
         [_param("trace_id", "1 to 32 hex digits", {"type": "string", "pattern": "^[0-9a-fA-F]{1,32}$"},

@@ -95,7 +95,10 @@ def time_range(params, default_lookback="1h", unit="ms", now=None):
             lookback(params["lookback"])  # start wins, but a bad lookback is still an error
     else:
         span = lookback(params["lookback"]) if params.get("lookback") else lookback(default_lookback)
-        start = end - span
+        try:
+            start = end - span
+        except OverflowError:
+            raise BadParameter("end", "too early for that lookback") from None
     if start >= end:
         raise BadParameter("start", "must be before end")
     if end - start > MAX_RANGE:
