@@ -3,7 +3,7 @@
 import os
 
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
-from opentelemetry.proto.common.v1.common_pb2 import AnyValue
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, ArrayValue, KeyValue, KeyValueList
 
 
 def trace_request(service, spans=1, trace_id=None, attributes=8, start_ns=None):
@@ -30,6 +30,7 @@ def trace_stub(channel):
 
 
 def any_value(value):
+    """A Python value as an OTLP AnyValue (lists as arrays, dicts as key-value lists)."""
     if isinstance(value, bool):
         return AnyValue(bool_value=value)
     if isinstance(value, int):
@@ -38,6 +39,11 @@ def any_value(value):
         return AnyValue(double_value=value)
     if isinstance(value, bytes):
         return AnyValue(bytes_value=value)
+    if isinstance(value, list):
+        return AnyValue(array_value=ArrayValue(values=[any_value(item) for item in value]))
+    if isinstance(value, dict):
+        return AnyValue(kvlist_value=KeyValueList(
+            values=[KeyValue(key=key, value=any_value(item)) for key, item in value.items()]))
     return AnyValue(string_value=value)
 
 

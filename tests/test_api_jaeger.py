@@ -8,10 +8,10 @@ import time
 import pytest
 from django.contrib.auth.models import User
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-from opentelemetry.proto.common.v1.common_pb2 import AnyValue, ArrayValue, KeyValue, KeyValueList
 
 from dashboards.models import ApiToken
 from ingest import convert, writer
+from tests.otlp_builders import any_value
 from traces.correlate import correlate_traces
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -20,25 +20,9 @@ MS = 1_000_000
 INTERNAL, SERVER, CLIENT = 1, 2, 3
 
 
-def value(item):
-    if isinstance(item, bool):
-        return AnyValue(bool_value=item)
-    if isinstance(item, int):
-        return AnyValue(int_value=item)
-    if isinstance(item, float):
-        return AnyValue(double_value=item)
-    if isinstance(item, bytes):
-        return AnyValue(bytes_value=item)
-    if isinstance(item, list):
-        return AnyValue(array_value=ArrayValue(values=[value(v) for v in item]))
-    if isinstance(item, dict):
-        return AnyValue(kvlist_value=KeyValueList(values=[KeyValue(key=k, value=value(v)) for k, v in item.items()]))
-    return AnyValue(string_value=item)
-
-
 def add_attributes(target, attributes):
     for key, item in attributes.items():
-        target.add(key=key, value=value(item))
+        target.add(key=key, value=any_value(item))
 
 
 def add_resource_spans(request, service, resource=None, scope=("", "")):
