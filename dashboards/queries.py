@@ -11,9 +11,10 @@ Filters are bound parameters; the only text put into SQL is column names from th
 import datetime as dt
 import json
 
-from django.db import connection
+from django.db import connection, transaction
 
 from traces import analysis
+from traces.correlate import lookups_by_trace_id
 
 MINUTE = dt.timedelta(minutes=1)
 HOUR = dt.timedelta(hours=1)
@@ -261,7 +262,8 @@ def traces_spans(trace_ids, limit=100_000):
     """{trace id: [span dicts in start order]} for several traces in three queries, and the
     resources and scopes they refer to. At most `limit` spans a trace."""
     by_trace = {}
-    with connection.cursor() as cursor:
+    with transaction.atomic(), connection.cursor() as cursor:
+        lookups_by_trace_id(cursor)
         cursor.execute(f"SELECT s.trace_id, {SPAN_COLUMNS} FROM sightline_span s "
                        "WHERE s.trace_id = ANY(ARRAY(SELECT decode(id, 'hex') FROM unnest(%s::text[]) AS id)) "
                        "ORDER BY s.trace_id, s.start_ns, s.span_id", [[bytes(t).hex() for t in trace_ids]])

@@ -166,3 +166,36 @@ def test_retention_drops_whole_old_partitions_and_keeps_recent_ones(settings):
         assert cursor.fetchone()[0] == 2  # today's spans kept
         cursor.execute("SELECT to_regclass(%s)", [partition_name("sightline_span", today + 1)])
         assert cursor.fetchone()[0] is not None  # tomorrow's partition made ahead
+
+
+def test_spans_are_loaded_by_index_even_without_statistics():
+    """A new day's partition has no statistics until it is analysed; the planner then guessed a
+    parallel sequential scan of the whole day for every chunk (54 s instead of 19 ms at 3.7 M
+    spans). Correlation plans its trace-id lookups as index lookups whatever the statistics."""
+    from django.db import transaction
+
+    from traces.correlate import IDS, _LOAD_SPANS, lookups_by_trace_id
+
+    ids = []
+    for _ in range(3):
+        request = trace_request(f"plan-{os.urandom(3).hex()}", spans=4)
+        store(request)
+        ids.append(request.resource_spans[0].scope_spans[0].spans[0].trace_id.hex())
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+                       "JOIN pg_class p ON p.oid = i.inhparent WHERE p.relname = 'sightline_span'")
+        for (partition,) in cursor.fetchall():  # forget what statistics there are
+            cursor.execute("DELETE FROM pg_statistic WHERE starelid = %s::regclass", [partition])
+        lookups_by_trace_id(cursor)
+        cursor.execute("EXPLAIN (FORMAT JSON) " + _LOAD_SPANS.format(ids=IDS), [ids])
+        plan = str(cursor.fetchall())
+    assert "Seq Scan" not in plan and "Index" in plan
+
+
+def test_retention_analyses_the_recent_partitions():
+    store(trace_request(f"analyse-{os.urandom(3).hex()}", spans=3))
+    retention.run()
+    today = partition_name("sightline_span", int(time.time() // 86400))
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT last_analyze FROM pg_stat_user_tables WHERE relname = %s", [today])
+        assert cursor.fetchone()[0] is not None

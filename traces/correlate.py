@@ -87,6 +87,19 @@ COPY sightline_critical_path_share (trace_id, start_time, root_service, root_ope
 """
 
 
+def lookups_by_trace_id(cursor):
+    """For the rest of this transaction, plan every query as the trace-id lookup it is.
+
+    Without statistics (a new day's partition before autovacuum has analysed it, or a server
+    with autovacuum off) PostgreSQL guesses that thousands of spans share each trace id and
+    picks a parallel sequential scan of the whole day: measured 54 s instead of 19 ms for the
+    spans of 500 traces in a 3.7-million-span partition. Index lookups are always right here.
+    """
+    cursor.execute("SET LOCAL enable_seqscan = off")
+    cursor.execute("SET LOCAL max_parallel_workers_per_gather = 0")
+    cursor.execute("SET LOCAL jit = off")
+
+
 def _execute_rows(cursor, sql, rows, extra=""):
     """Run sql (with a {values} slot) for rows, a few hundred rows a statement, not one each."""
     for start in range(0, len(rows), 500):
@@ -225,6 +238,7 @@ def correlate_traces(trace_ids):
     trace_ids = sorted(set(trace_ids))
     red, edges, summaries, critical = {}, {}, [], []
     with transaction.atomic(), connection.cursor() as cursor:
+        lookups_by_trace_id(cursor)
         cursor.execute(_LOCK, [[trace_id.hex() for trace_id in trace_ids]])
         spans_by_trace, resources = _load(cursor, trace_ids)
         cursor.execute(f"SELECT trace_id, contributions FROM sightline_trace_summary WHERE trace_id = ANY({IDS})",

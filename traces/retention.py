@@ -5,6 +5,7 @@
    that waited in the DEFAULT partition.
 2. Delete trace summaries and critical-path shares as old as the spans they describe, and
    RED / edge rollups older than the rollup retention (indexed by time, small tables).
+3. ANALYZE the recent partitions, so query plans never depend on autovacuum's timing.
 """
 
 import datetime as dt
@@ -48,6 +49,16 @@ def delete_old_read_model(now):
             cursor.execute(f"DELETE FROM {table} WHERE minute < %s", [rollup_cutoff])
 
 
+def analyze_recent(now):
+    """ANALYZE today's and yesterday's partitions: the planner needs their statistics, and
+    autovacuum may be off or late (a new day's partition starts with none)."""
+    with connection.cursor() as cursor:
+        for table in SIGNALS:
+            for day in (_today(now) - 1, _today(now)):
+                if day in existing_days(table):
+                    cursor.execute(f'ANALYZE "{partition_name(table, day)}"')
+
+
 def run(now=None):
     now = now or dt.datetime.now(dt.timezone.utc)
     dropped = []
@@ -56,4 +67,5 @@ def run(now=None):
             ensure_partition(table, day)
         dropped += drop_old_partitions(table, getattr(settings, setting), now)
     delete_old_read_model(now)
+    analyze_recent(now)
     return dropped
