@@ -290,3 +290,69 @@ def traces_spans(trace_ids, limit=100_000):
         scopes = {row[0]: {"name": row[1], "version": row[2], "attributes": _loads(row[3])}
                   for row in cursor.fetchall()}
     return by_trace, resources, scopes
+
+
+# --- Time series (charts) -----------------------------------------------------------------
+
+STEPS = [dt.timedelta(minutes=m) for m in (1, 2, 5, 10, 15, 30)] + [dt.timedelta(hours=h) for h in (1, 2, 3, 6, 12, 24)]
+
+
+def choose_step(start, end, points=60):
+    """The smallest step from STEPS giving at most `points` buckets; a whole hour or more
+    reads the hourly rollups."""
+    for step in STEPS:
+        if (end - start) / step <= points:
+            return step
+    return STEPS[-1]
+
+
+def buckets(start, end, step):
+    """Bucket starts covering [start, end), aligned on the epoch."""
+    first, result = _floor(start, step), []
+    while first < end:
+        result.append(first)
+        first += step
+    return result
+
+
+def red_series(start, end, step, *, group="service", service=None, environment=None, entry=None):
+    """{group value: {bucket start: (count, errors, histogram)}} for RED charts.
+
+    group: "service" or "operation" (with kind); entry=True counts only spans where
+    requests entered their service (a service's own traffic)."""
+    table = "sightline_red_rollup_hour" if step >= HOUR else "sightline_red_rollup"
+    key = {"service": "service", "operation": "operation, kind"}[group]
+    where, values = _filters([("environment = %s", environment), ("service = %s", service)])
+    if entry:
+        where += " AND entry"
+    sql = (f"SELECT {key}, to_timestamp(floor(extract(epoch FROM minute) / %s) * %s) AS bucket, "
+           f"sum(count), sum(errors), sightline_hist_sum(histogram) FROM {table} "
+           f"WHERE minute >= %s AND minute < %s{where} GROUP BY {key}, bucket")
+    seconds = step.total_seconds()
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [seconds, seconds, _floor(start, step), end, *values])
+        result = {}
+        for row in cursor.fetchall():
+            *names, bucket, count, errors, hist = row
+            name = names[0] if len(names) == 1 else tuple(names)
+            result.setdefault(name, {})[bucket] = (int(count), int(errors), _loads(hist) or {})
+        return result
+
+
+def edge_series(start, end, step, *, service=None, environment=None):
+    """{(parent, child, child_type): {bucket: (calls, errors, histogram)}}."""
+    table = "sightline_edge_rollup_hour" if step >= HOUR else "sightline_edge_rollup"
+    where, values = _filters([("environment = %s", environment)])
+    if service is not None:
+        where += " AND (parent = %s OR child = %s)"
+        values += [service, service]
+    sql = ("SELECT parent, child, child_type, to_timestamp(floor(extract(epoch FROM minute) / %s) * %s) AS bucket, "
+           f"sum(calls), sum(errors), sightline_hist_sum(histogram) FROM {table} "
+           f"WHERE minute >= %s AND minute < %s{where} GROUP BY parent, child, child_type, bucket")
+    seconds = step.total_seconds()
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [seconds, seconds, _floor(start, step), end, *values])
+        result = {}
+        for parent, child, child_type, bucket, calls, errors, hist in cursor.fetchall():
+            result.setdefault((parent, child, child_type), {})[bucket] = (int(calls), int(errors), _loads(hist) or {})
+        return result

@@ -1,9 +1,7 @@
 import time
 
-from django.conf import settings
 from django.db import connection
 from django.http import HttpResponse, JsonResponse
-from django.shortcuts import render
 
 from dashboards.prometheus import render_prometheus
 from ingest.health import INFLIGHT_KEY, STATS_KEY
@@ -32,14 +30,6 @@ def healthz(request):
     checks = {"database": _check_database(), "redis": _check_redis()}
     healthy = all(value == "ok" for value in checks.values())
     return JsonResponse({"status": "ok" if healthy else "unavailable", **checks}, status=200 if healthy else 503)
-
-
-def home(request):
-    return render(request, "home.html", {
-        "grpc_port": settings.OTLP_GRPC_PORT,
-        "http_port": settings.OTLP_HTTP_PORT,
-        "host": request.get_host().split(":")[0],
-    })
 
 
 def prometheus_metrics(request):

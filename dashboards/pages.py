@@ -1,0 +1,109 @@
+"""Shared pieces of the dashboard pages: navigation, the page decorator, charts, sparklines.
+
+Every page needs a login, reads the shared time window (dashboards.window) and renders a
+template; a bad query parameter renders the page's 400 naming it. Charts are plotly
+figures built here as plain dicts and handed to the template, which puts them in
+<script type="application/json"> (json_script escapes <, > and &); static/sightline/app.js
+draws them. Strings from telemetry that plotly shows as text (labels, hover) go through
+`label()`, because plotly renders a few HTML tags in text.
+"""
+
+import functools
+import html
+
+from django.contrib.auth.decorators import login_required
+from django.shortcuts import render
+from django.urls import reverse
+
+from dashboards import queries
+from dashboards.api.http import BadParameter
+from dashboards.window import RANGES, window
+
+PAGES = [("services", "Services"), ("service-map", "Service map"), ("trace-search", "Traces"),
+         ("metrics-explorer", "Metrics")]
+# parameters that belong to the shared window, not to one page
+WINDOW_PARAMS = {"range", "start", "end", "env"}
+
+
+def navigation(request):
+    """Template context for the header: pages, the window picker and the environments seen."""
+    match = getattr(request, "resolver_match", None)
+    page = match.url_name if match else None
+    nav = {"page": page, "pages": [], "query": "", "window": None, "ranges": list(RANGES.items()),
+           "environments": [], "keep": []}
+    for name, label in PAGES:
+        try:
+            nav["pages"].append((name, label, reverse(name)))
+        except Exception:  # a page not built yet
+            continue
+    if not getattr(request, "user", None) or not request.user.is_authenticated:
+        return {"nav": nav}
+    try:
+        current = window(request)
+    except BadParameter:
+        return {"nav": nav}
+    nav["window"] = current
+    nav["query"] = current.query()
+    nav["keep"] = [(key, value) for key, value in request.GET.items() if key not in WINDOW_PARAMS]
+    try:
+        nav["environments"] = queries.environments(current.start, current.end)
+    except Exception:  # the header must not take the page down with it
+        nav["environments"] = []
+    if current.environment and current.environment not in nav["environments"]:
+        nav["environments"].append(current.environment)
+    return {"nav": nav}
+
+
+def page(template):
+    """A dashboard page: login required; the view gets (request, window, ...) and returns a
+    context dict; BadParameter becomes a 400 page naming the parameter."""
+
+    def decorate(view):
+        @login_required
+        @functools.wraps(view)
+        def wrapper(request, *args, **kwargs):
+            try:
+                context = view(request, window(request), *args, **kwargs)
+            except BadParameter as exc:
+                return render(request, template, {"error": f"Bad parameter — {exc.message}", "bad": True},
+                              status=400)
+            if not isinstance(context, dict):
+                return context
+            return render(request, template, context)
+
+        return wrapper
+
+    return decorate
+
+
+def label(value):
+    """Telemetry text for plotly labels and hover text: HTML-escaped (plotly renders <b>, <a>...)."""
+    return html.escape(str(value), quote=True)
+
+
+def health(error_rate, requests):
+    if not requests:
+        return "idle"
+    if error_rate >= 0.05:
+        return "failing"
+    if error_rate >= 0.01:
+        return "degraded"
+    return "ok"
+
+
+def sparkline(values, width=120, height=24):
+    """SVG polyline points for a list of numbers (None = 0): server-made, numbers only."""
+    values = [value or 0 for value in values]
+    if not values:
+        return ""
+    top = max(values) or 1
+    step = width / max(len(values) - 1, 1)
+    return " ".join(f"{i * step:.1f},{height - 2 - (value / top) * (height - 4):.1f}" for i, value in enumerate(values))
+
+
+def figure(data, layout=None, height=280):
+    """A plotly figure as a dict, with Sightline's defaults."""
+    base = {"height": height, "margin": {"l": 50, "r": 20, "t": 30, "b": 40}, "hovermode": "closest",
+            "legend": {"orientation": "h"}}
+    base.update(layout or {})
+    return {"data": data, "layout": base}
