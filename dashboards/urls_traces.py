@@ -1,3 +1,8 @@
-from django.urls import path  # noqa: F401
+from django.urls import path
 
-urlpatterns = []
+from dashboards import trace_pages
+
+urlpatterns = [
+    path("traces/", trace_pages.trace_search, name="trace-search"),
+    path("traces/<str:trace_id>/", trace_pages.trace, name="trace"),
+]

@@ -174,13 +174,12 @@ def _time(ns):
     return rfc3339(moment)
 
 
-@api_view()
-def trace_detail(request, trace_id):
-    """GET /api/v1/traces/{trace_id}: the summary and every span, with critical-path flags and self times."""
-    trace_bytes = parse_trace_id(trace_id)
+def trace_document(trace_bytes):
+    """One trace as the API and the trace page show it: the summary and every span (start
+    order) with skew-corrected offsets, self and critical-path times; None when no span is stored."""
     spans, resources, scopes = queries.trace_spans(trace_bytes)
     if not spans:
-        raise NotFound(f"trace {trace_bytes.hex()} not found")
+        return None
     summary = queries.trace_summary(trace_bytes)
     correlated = summary is not None and summary["span_count"] == len(spans)
     if not correlated:  # still arriving, or a late span since: analyse what is stored now
@@ -225,4 +224,14 @@ def trace_detail(request, trace_id):
             "start_time": _time(trace_start), "duration_ms": summary["duration_ns"] / 1e6,
             "span_count": len(spans), "error_count": summary["error_count"], "services": summary["services"],
             "spans": out}
+    return data
+
+
+@api_view()
+def trace_detail(request, trace_id):
+    """GET /api/v1/traces/{trace_id}: the summary and every span, with critical-path flags and self times."""
+    trace_bytes = parse_trace_id(trace_id)
+    data = trace_document(trace_bytes)
+    if data is None:
+        raise NotFound(f"trace {trace_bytes.hex()} not found")
     return {"data": data}
