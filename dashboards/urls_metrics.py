@@ -1,3 +1,7 @@
-from django.urls import path  # noqa: F401
+from django.urls import path
 
-urlpatterns = []
+from dashboards import metrics_page
+
+urlpatterns = [
+    path("explore/metrics/", metrics_page.metrics_explorer, name="metrics-explorer"),
+]

@@ -3,6 +3,8 @@
     GET /api/v1/metrics                   metric names with type, unit, services, attribute keys
     GET /api/v1/metrics/{name}/series     one metric as series per step and group
 
+The views parse; `catalogue()` and `series()` answer, also for the metrics explorer page.
+
 Series are cut into steps aligned on the epoch (a 1m step starts on the minute), so the
 same range asked twice gives the same buckets. What a step holds depends on the type:
 
@@ -96,8 +98,12 @@ def _environment_sql(environment):
 def metric_list(request):
     """Metric names with points in the range (default the last hour)."""
     start, end = _time_range(request)
-    service = params.text(request.GET, "service")
-    environment = params.text(request.GET, "environment")
+    return catalogue(start, end, params.text(request.GET, "service"), params.text(request.GET, "environment"))
+
+
+def catalogue(start, end, service=None, environment=None):
+    """{"data": [metric name, type, unit, description, temporality, monotonic, services,
+    attribute keys], "start", "end"}: the metrics with points in [start, end)."""
     sql = ("SELECT m.id, m.name, m.type, m.unit, m.description, m.temporality, m.is_monotonic, m.service_name"
            " FROM sightline_metric m JOIN sightline_resource r ON r.id = m.resource_id"
            " WHERE EXISTS (SELECT 1 FROM sightline_metric_point p"
@@ -178,14 +184,19 @@ def _attribute_keys(metric_ids, start, end):
 # --- GET /api/v1/metrics/{name}/series ------------------------------------------------------
 
 
+def default_step(start, end):
+    """The nice step that gives at most 120 points over the range."""
+    span = (end - start).total_seconds()
+    for step in NICE_STEPS:
+        if span / step <= 120:
+            return step
+    return NICE_STEPS[-1]
+
+
 def _step_seconds(request, start, end):
     value = request.GET.get("step")
     if value is None or value.strip() == "":
-        span = (end - start).total_seconds()
-        for step in NICE_STEPS:
-            if span / step <= 120:
-                return step
-        return NICE_STEPS[-1]
+        return default_step(start, end)
     value = value.strip()
     if _STEP_NUMBER.match(value):  # a bare number is seconds, as in PromQL
         nanoseconds = int(value) * 1_000_000_000
@@ -619,6 +630,15 @@ def metric_series(request, name):
     group_keys = _group_keys(request)
     filters = _filters(request)
     step = _step_seconds(request, start, end)
+    return series(name, start, end, step, group_keys, filters, service, environment)
+
+
+def series(name, start, end, step=None, group_keys=(), filters=None, service=None, environment=None):
+    """One metric as series per step (seconds; None: the default step): {"data": [{"labels",
+    "stat", "points"}], "metric", "step_seconds", "start", "end", "truncated"}. Raises
+    NotFound for an unknown name, BadParameter for a step or range that cannot be served."""
+    step = step or default_step(start, end)
+    group_keys, filters = list(group_keys), dict(filters or {})
     epoch_start = math.floor((start - EPOCH).total_seconds() / step) * step
     try:
         first_bucket = EPOCH + dt.timedelta(seconds=epoch_start)
