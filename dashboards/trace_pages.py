@@ -5,9 +5,12 @@ stays quick to render and to scroll; the details of every span travel once, in a
 that static/sightline/trace.js reads to fill the side panel (with textContent only).
 """
 
+import contextlib
+import gc
+from html import escape
+
 from django.shortcuts import render
 from django.urls import NoReverseMatch, reverse
-from django.utils.html import escape
 from django.utils.safestring import mark_safe
 
 from dashboards import queries
@@ -191,11 +194,33 @@ def waterfall_rows(ordered, duration_ms):
 
 
 def _details(ordered):
-    """What the side panel shows, a list in row order (the rows carry the index)."""
+    """What the side panel shows: the spans in row order (the rows carry the index), each
+    naming its resource by index in a list, as the spans of one process share theirs."""
     keys = ("span_id", "parent_span_id", "service", "name", "kind", "start_time", "offset_ms", "duration_ms",
             "self_time_ms", "critical_path_ms", "on_critical_path", "skew_ms", "orphan", "error", "status",
-            "trace_state", "flags", "attributes", "events", "links", "resource", "scope", "dropped")
-    return [{**{key: span[key] for key in keys}, "depth": depth} for span, depth, _ in ordered]
+            "trace_state", "flags", "attributes", "events", "links", "scope", "dropped")
+    resources, seen, spans = [], {}, []
+    for span, depth, _ in ordered:
+        resource = id(span["resource"])  # trace_document hands the spans of a resource one dict
+        if resource not in seen:
+            seen[resource] = len(resources)
+            resources.append(span["resource"])
+        spans.append({**{key: span[key] for key in keys}, "depth": depth, "resource": seen[resource]})
+    return {"spans": spans, "resources": resources}
+
+
+@contextlib.contextmanager
+def collector_paused():
+    """Building a big trace allocates hundreds of thousands of small dicts that all live until
+    the response: the cyclic collector would walk them again and again for nothing (about
+    40 % of the time of a 5,000-span trace). Reference counting still frees everything."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 def _ticks(duration_ms):
@@ -205,6 +230,11 @@ def _ticks(duration_ms):
 @page("dashboards/trace.html")
 def trace(request, window, trace_id):
     trace_bytes = parse_trace_id(trace_id)
+    with collector_paused():
+        return _trace_page(request, window, trace_bytes)
+
+
+def _trace_page(request, window, trace_bytes):
     document = trace_document(trace_bytes)
     if document is None:
         return render(request, "dashboards/trace.html",
@@ -217,8 +247,9 @@ def trace(request, window, trace_id):
         skewed=sum(1 for span in spans if span["skew_ms"]),
         critical=sum(1 for span in spans if span["on_critical_path"]),
         max_depth=max(depth for _, depth, _ in ordered))
-    return {"trace": summary, "rows": waterfall_rows(ordered, document["duration_ms"]),
-            "details": _details(ordered), "ticks": _ticks(document["duration_ms"]),
-            "root_url": _service_url(window, document["root_service"]) if document["root_service"] else None,
-            "search_url": reverse("trace-search") + (f"?{window.query()}" if window.query() else ""),
-            "api_url": reverse("api-v1-trace", args=[trace_bytes.hex()]), "window": window}
+    return render(request, "dashboards/trace.html", {
+        "trace": summary, "rows": waterfall_rows(ordered, document["duration_ms"]),
+        "details": _details(ordered), "ticks": _ticks(document["duration_ms"]),
+        "root_url": _service_url(window, document["root_service"]) if document["root_service"] else None,
+        "search_url": reverse("trace-search") + (f"?{window.query()}" if window.query() else ""),
+        "api_url": reverse("api-v1-trace", args=[trace_bytes.hex()]), "window": window})

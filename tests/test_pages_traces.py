@@ -22,7 +22,8 @@ SCRIPT, IMG = "<script>alert(1)</script>", "<img src=x onerror=alert(1)>"
 
 
 @pytest.fixture
-def logged_in(client):
+def logged_in(client, settings):
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # a real login, quickly
     User.objects.create_user("tracer", password="pw-tracer-1")
     assert client.login(username="tracer", password="pw-tracer-1")
     return client
@@ -63,7 +64,8 @@ def found(response):
 
 def details_of(html):
     block = re.search(r'<script id="trace-details" type="application/json">(.*?)</script>', html, re.S)
-    return json.loads(block.group(1))
+    details = json.loads(block.group(1))
+    return [{**span, "resource": details["resources"][span["resource"]]} for span in details["spans"]]
 
 
 def waterfall(html):
@@ -281,11 +283,12 @@ def test_a_trace_of_5000_spans_renders_quickly(logged_in):
                           span_id=span_id, parent=parent, start_ns=t0 + i * 1000, end_ns=t0 + 10_000 * MS - i * 1000,
                           status=2 if i % 997 == 0 else 0, attributes={"i": i}))
     store(spans)
-    timings = []
-    for _ in range(3):
-        began = time.perf_counter()
-        response = logged_in.get(f"/traces/{trace_id.hex()}/")
+    timings, cpu = [], []
+    for _ in range(2):
+        began, began_cpu = time.perf_counter(), time.process_time()
+        response = logged_in.get(f"/traces/{trace_id.hex()}/")  # the server runs in this process
         timings.append(time.perf_counter() - began)
+        cpu.append(time.process_time() - began_cpu)
         assert response.status_code == 200
     html = response.content.decode()
     rows = waterfall(html)
@@ -296,5 +299,6 @@ def test_a_trace_of_5000_spans_renders_quickly(logged_in):
         index, depth = position[span["span_id"].hex()]
         parent_index, parent_depth = position[span["parent"].hex()]
         assert parent_index < index and depth == parent_depth + 1
-    print(f"\n5,000-span trace page: best {min(timings) * 1000:.0f} ms, {len(html) / 1e6:.1f} MB of HTML")
-    assert min(timings) < 1.5
+    print(f"\n5,000-span trace page: best {min(timings) * 1000:.0f} ms ({min(cpu) * 1000:.0f} ms of CPU in Django), "
+          f"{len(html) / 1e6:.1f} MB of HTML")
+    assert min(cpu) < 1.0 and min(timings) < 2.0  # wall time is generous: test machines are shared

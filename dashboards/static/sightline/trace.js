@@ -86,7 +86,7 @@
     body.appendChild(content);
   }
 
-  function render(span, body, title, jump) {
+  function render(span, resource, body, title, jump) {
     title.textContent = span.service + " · " + span.name;
     body.textContent = "";
     const status = span.status.code + (span.status.message ? ": " + span.status.message : "");
@@ -134,7 +134,7 @@
       links.appendChild(box);
     });
     section(body, "Links", links);
-    section(body, "Resource", pairs(span.resource, "No resource attributes."));
+    section(body, "Resource", pairs(resource, "No resource attributes."));
     section(body, "Instrumentation scope", pairs([["name", span.scope.name], ["version", span.scope.version]], ""));
   }
 
@@ -149,13 +149,13 @@
     let selected = null;
 
     function open(row, focusPanel) {
-      const span = details[parseInt(row.dataset.i, 10)];
+      const span = details.spans[parseInt(row.dataset.i, 10)];
       if (!span) { return; }
       if (selected) { selected.classList.remove("selected"); selected.removeAttribute("aria-selected"); }
       selected = row;
       row.classList.add("selected");
       row.setAttribute("aria-selected", "true");
-      render(span, body, title, jump);
+      render(span, details.resources[span.resource] || {}, body, title, jump);
       panel.hidden = false;
       if (focusPanel) { title.setAttribute("tabindex", "-1"); title.focus(); }
       if (window.history && window.history.replaceState) {
