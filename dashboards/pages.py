@@ -77,8 +77,10 @@ def page(template):
 
 
 def label(value):
-    """Telemetry text for plotly labels and hover text: HTML-escaped (plotly renders <b>, <a>...)."""
-    return html.escape(str(value), quote=True)
+    """Telemetry text for plotly labels and hover text: <, > and & escaped, as plotly renders a
+    few tags (<b>, <a>...) in text; it decodes &lt; &gt; &amp; but shows &quot; literally, and
+    quotes cannot open a tag, so they stay as they are."""
+    return html.escape(str(value), quote=False)
 
 
 def health(error_rate, requests):
