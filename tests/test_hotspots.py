@@ -64,3 +64,31 @@ def test_hotspots_rank_operations_by_critical_path_share_in_all_and_in_slow_trac
     assert rows[(api, "SELECT orders")]["self_time_p95_ns"] == pytest.approx(8 * MS)
     hottest = hotspots(*window, root_service=api)[0]
     assert (hottest["service"], hottest["operation"]) == (payments, "POST /pay")  # where the time goes when slow
+
+
+def test_a_busy_window_is_read_from_a_uniform_sample_of_its_traces(monkeypatch):
+    """Above SAMPLE_TRACES traces, hotspots read a sample chosen by trace id: the shares stay
+    close to the exact ones and the exemplars are traces of the window."""
+    from traces import hotspots as module
+
+    api = f"busy-{os.urandom(3).hex()}"
+    start = time.time_ns() - 5 * 60 * 10**9
+    ids = set()
+    for index in range(300):
+        db = 10 + index % 30  # the database takes 10..39 ms of a 100 ms request
+        ids.add(trace(start + index * MS, api, [
+            (api, "GET /items", 2, 0, 100, None),
+            (api, "SELECT items", 3, 5, db, 0),
+        ]).hex())
+    correlate_traces([bytes.fromhex(i) for i in ids])
+    window = (dt.datetime.fromtimestamp(start / 1e9 - 60, dt.timezone.utc),
+              dt.datetime.fromtimestamp(start / 1e9 + 60, dt.timezone.utc))
+    exact = {row["operation"]: row for row in hotspots(*window, root_service=api)}
+    monkeypatch.setattr(module, "SAMPLE_TRACES", 60)
+    monkeypatch.setattr(module, "PROBE", dt.timedelta(hours=1))  # the whole window is the probe
+    sampled = {row["operation"]: row for row in hotspots(*window, root_service=api)}
+    assert exact["SELECT items"]["critical_path_share"] == pytest.approx(sum(10 + i % 30 for i in range(300)) / 30000)
+    for operation in ("GET /items", "SELECT items"):
+        assert sampled[operation]["critical_path_share"] == pytest.approx(
+            exact[operation]["critical_path_share"], abs=0.03)
+        assert set(sampled[operation]["exemplar_trace_ids"]) <= ids
