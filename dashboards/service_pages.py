@@ -217,7 +217,9 @@ def layout(nodes, edges):
 
 
 def _ms(value):
-    return "–" if value is None else f"{value:g} ms"
+    if value is None:
+        return "–"
+    return f"{value:.3g} ms" if value < 100 else f"{value:,.0f} ms"
 
 
 def _pct(rate):
@@ -369,7 +371,7 @@ def red_figures(points, buckets, step):
     empty = (0, 0, {})
     rate = [round(points.get(b, empty)[0] / seconds, 6) for b in buckets]
     errors = [round(points.get(b, empty)[1] / seconds, 6) for b in buckets]
-    time_axis = {"xaxis": {"type": "date", "title": {"text": "UTC"}}}
+    time_axis = {"xaxis": {"type": "date"}}
     latency = []
     for name, q, dash in (("p50", 0.5, "solid"), ("p95", 0.95, "dash"), ("p99", 0.99, "dot")):
         values = []
@@ -418,7 +420,7 @@ def heatmap_figure(points, buckets, bands=HEATMAP_BANDS):
     data = [{"type": "heatmap", "x": [_stamp(b) for b in buckets], "y": names, "z": z, "colorscale": "YlOrRd",
              "reversescale": True, "colorbar": {"title": {"text": "requests"}}, "hoverongaps": False,
              "hovertemplate": "%{x}<br>%{y}<br>%{z} requests<extra></extra>"}]
-    return figure(data, {"xaxis": {"type": "date", "title": {"text": "UTC"}},
+    return figure(data, {"xaxis": {"type": "date"},
                          "yaxis": {"type": "category", "title": {"text": "latency"}}, "margin": {"l": 110, "r": 20,
                                                                                                  "t": 20, "b": 40}},
                   height=max(300, 14 * rows + 100))
