@@ -8,6 +8,7 @@ that static/sightline/trace.js reads to fill the side panel (with textContent on
 import contextlib
 import gc
 from html import escape
+from urllib.parse import parse_qsl
 
 from django.shortcuts import render
 from django.urls import NoReverseMatch, reverse
@@ -101,7 +102,8 @@ def scatter(rows):
                      "text": [_hover(r) for r in chosen], "hoverinfo": "text",
                      "customdata": [r["url"] for r in chosen]})
     return figure(data, {"xaxis": {"type": "date", "title": {"text": "start (UTC)"}},
-                         "yaxis": {"title": {"text": "duration (ms)"}, "rangemode": "tozero"}}, height=300)
+                         "yaxis": {"title": {"text": "duration (ms)"}, "rangemode": "tozero"},
+                         "legend": {"orientation": "h", "y": 1.12}}, height=300)
 
 
 @page("dashboards/trace_search.html")
@@ -123,7 +125,7 @@ def trace_search(request, window):
     more = window.query(**search, before=_encode_cursor(found[-1])) if len(rows) > filters["limit"] else None
     return {"rows": found, "form": form, "figure": scatter(found), "more": more,
             "first_page": window.query(**search) if cursor else None, "continued": bool(cursor),
-            "window": window}
+            "window_fields": parse_qsl(window.query())}
 
 
 # --- Trace view ----------------------------------------------------------------------------

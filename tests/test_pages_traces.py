@@ -93,6 +93,7 @@ def test_the_scatter_has_a_point_per_trace_linking_to_it_errors_apart(logged_in,
     response = search(logged_in, service=shop["front"], range="6h")
     html = response.content.decode()
     assert 'id="trace-scatter"' in html and 'data-point-count="8"' in html
+    assert '<input type="hidden" name="range" value="6h">' in html  # the filter form keeps the window
     traces = {trace["name"]: trace for trace in response.context["figure"]["data"]}
     assert sorted(traces) == ["ok", "with errors"]
     assert len(traces["ok"]["x"]) == 5 and len(traces["with errors"]["customdata"]) == 3
