@@ -309,15 +309,16 @@ def map_figure(nodes, edges, window):
         if any(key[0] == kind for key in keys):
             data.append({"type": "scatter", "mode": "markers", "x": [None], "y": [None], "name": TYPE_NAMES[kind],
                          "marker": {"symbol": SYMBOLS[kind], "color": "#8c959f", "size": 12}, "hoverinfo": "skip"})
-    widest = max((sum(1 for p in positions.values() if p[0] == x) for x in {p[0] for p in positions.values()}),
-                 default=1)
-    layers = max((p[0] for p in positions.values()), default=0)
+    # the extent of nodes and of the bends of long edges (layers may be wider with those)
+    points = list(positions.values()) + [point for path in paths.values() for point in path]
+    low, high = min(p[1] for p in points), max(p[1] for p in points)
+    layers = max(p[0] for p in points)
     hidden = {"visible": False, "showgrid": False, "zeroline": False, "fixedrange": False}
     return figure(data, {"xaxis": dict(hidden, range=[-0.5, layers + 0.5]),
-                         "yaxis": dict(hidden, range=[-(widest / 2) - 0.3, widest / 2 + 0.3]),
-                         "annotations": annotations, "dragmode": "pan", "margin": {"l": 20, "r": 20, "t": 20, "b": 20},
-                         "legend": {"orientation": "h", "y": -0.02}},
-                  height=max(360, min(1400, 90 * widest + 120)))
+                         "yaxis": dict(hidden, range=[low - 0.6, high + 0.4]),
+                         "annotations": annotations, "dragmode": "pan", "margin": {"l": 20, "r": 20, "t": 40, "b": 10},
+                         "legend": {"orientation": "h", "x": 0, "y": 1.0, "yanchor": "bottom"}},
+                  height=max(360, min(1600, round(80 * (high - low + 1) + 100))))
 
 
 def _short(name, limit=32):
