@@ -298,11 +298,11 @@ STEPS = [dt.timedelta(minutes=m) for m in (1, 2, 5, 10, 15, 30)] + [dt.timedelta
 
 
 def choose_step(start, end, points=60):
-    """The smallest step from STEPS giving at most `points` buckets; a whole hour or more
-    reads the hourly rollups."""
+    """The smallest step from STEPS giving at most `points` buckets (whole hours for ranges
+    over 6 hours); a step of an hour or more reads the hourly rollups."""
     for step in STEPS:
-        if (end - start) / step <= points:
-            return step
+        if (end - start) / step <= points and (step >= HOUR or end - start <= 6 * HOUR):
+            return step  # above 6 hours, whole hours: the hourly rollups, a row an hour per key
     return STEPS[-1]
 
 

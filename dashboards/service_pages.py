@@ -7,7 +7,6 @@ queries per page, none per row. Telemetry strings that go into a figure pass thr
 label(); the templates auto-escape the rest.
 """
 
-import datetime as dt
 import math
 from urllib.parse import quote
 
@@ -30,10 +29,8 @@ SYMBOLS = {"service": "circle", "database": "square", "messaging": "diamond", "e
 TYPE_NAMES = {"service": "service", "database": "database", "messaging": "queue", "external": "external peer"}
 EDGE_LABELS_UP_TO = 40  # more edges than this: figures on hover only (and in the table), not drawn
 HEATMAP_BANDS = 24
-# Hotspots read every trace's critical-path shares (about 10 rows a trace): over a long range
-# of a busy service that is millions of rows, so they cover at most the last HOTSPOTS_SPAN of
-# the range, and give up (saying so) rather than hold the page past HOTSPOTS_TIMEOUT_MS.
-HOTSPOTS_SPAN = dt.timedelta(hours=1)
+# Hotspots read a sample of at most ~5,000 traces of the range (traces.hotspots); as a guard,
+# the page gives up on them (saying so) rather than hold past HOTSPOTS_TIMEOUT_MS.
 HOTSPOTS_TIMEOUT_MS = 2000
 
 
@@ -445,8 +442,8 @@ def neighbours(edges, service, window):
 
 
 def hotspot_rows(start, end, service, environment):
-    """Hotspot rows, or None when the query ran past HOTSPOTS_TIMEOUT_MS: over a long range
-    of a busy service it reads every trace through it, and the page must not hang on it."""
+    """Hotspot rows, or None when the query ran past HOTSPOTS_TIMEOUT_MS (the page must not
+    hang on them)."""
     try:
         with transaction.atomic(), connection.cursor() as cursor:
             cursor.execute("SELECT set_config('statement_timeout', %s, true)", [str(HOTSPOTS_TIMEOUT_MS)])
@@ -495,7 +492,6 @@ def service(request, window, service):
         context.update(summary_state=health(summary[0]["error_rate"], summary[0]["requests"]),
                        summary_error_pct=_pct(summary[0]["error_rate"]))
     return dict(context, charts=red_figures(points, buckets, step), heatmap=heatmap_figure(points, buckets),
-                hotspots=hotspot_rows(max(start, end - HOTSPOTS_SPAN), end, service, environment),
-                hotspots_clipped=start < end - HOTSPOTS_SPAN, sides=sides, upstream=upstream,
+                hotspots=hotspot_rows(start, end, service, environment), sides=sides, upstream=upstream,
                 downstream=downstream, errors=errors, errors_url=search_url(window, service=service, status="error"),
                 step=_duration(step))

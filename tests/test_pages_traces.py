@@ -4,7 +4,6 @@ import json
 import os
 import re
 import time
-from urllib.parse import urlencode
 
 import pytest
 from django.contrib.auth.models import User
