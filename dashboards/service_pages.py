@@ -29,7 +29,7 @@ SYMBOLS = {"service": "circle", "database": "square", "messaging": "diamond", "e
 TYPE_NAMES = {"service": "service", "database": "database", "messaging": "queue", "external": "external peer"}
 EDGE_LABELS_UP_TO = 40  # more edges than this: figures on hover only (and in the table), not drawn
 HEATMAP_BANDS = 24
-# Hotspots read a sample of at most ~5,000 traces of the range (traces.hotspots); as a guard,
+# Hotspots read a sample of about 2,000 traces of the range (traces.hotspots); as a guard,
 # the page gives up on them (saying so) rather than hold past HOTSPOTS_TIMEOUT_MS.
 HOTSPOTS_TIMEOUT_MS = 2000
 

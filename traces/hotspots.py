@@ -58,7 +58,7 @@ LIMIT %(limit)s
 """
 
 
-SAMPLE_TRACES = 5_000
+SAMPLE_TRACES = 2_000
 PROBE = dt.timedelta(minutes=15)
 _COUNT = """
 SELECT count(*) FROM sightline_trace_summary
