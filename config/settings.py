@@ -15,6 +15,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 
 from django.core.exceptions import ImproperlyConfigured
 
+from dashboards.schedule import beat_schedule as dashboards_schedule
 from traces.schedule import beat_schedule
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -216,6 +217,17 @@ RETENTION_DAYS_ROLLUPS = env_int("SIGHTLINE_RETENTION_DAYS_ROLLUPS", None, minim
 # writes (SLOs, channels) still need a browser session or an API token.
 PUBLIC_READ = env_bool("SIGHTLINE_PUBLIC_READ", False)
 
+# --- SLOs and alerting ------------------------------------------------------------
+
+# How often (seconds) beat evaluates every SLO.
+SLO_EVAL_SECONDS = env_int("SIGHTLINE_SLO_EVAL_SECONDS", 60, minimum=1, maximum=3600)
+# An alert resolves only after its conditions stayed unmet this long (no flapping).
+ALERT_RESOLVE_HOLD_SECONDS = env_int("SIGHTLINE_ALERT_RESOLVE_HOLD_SECONDS", 300, minimum=0, maximum=86400)
+# Each notification attempt gives up after this many seconds; failed ones are retried with backoff.
+NOTIFY_TIMEOUT_SECONDS = env_int("SIGHTLINE_NOTIFY_TIMEOUT_SECONDS", 5, minimum=1, maximum=120)
+# The URL people open Sightline at, for links in alerts (unset: http://<bind>:<web port>).
+PUBLIC_URL = env_str("SIGHTLINE_PUBLIC_URL", "")
+
 # --- Django ----------------------------------------------------------------------
 
 DEBUG = env_bool("DEBUG", False)
@@ -337,4 +349,4 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": TASK_VISIBILITY_SECONDS}
 CELERY_BEAT_SCHEDULE_FILENAME = str(DATA_DIR / "run" / "celerybeat-schedule")
 CELERY_TIMEZONE = "UTC"
-CELERY_BEAT_SCHEDULE = beat_schedule(SETTLE_TICK_SECONDS)
+CELERY_BEAT_SCHEDULE = {**beat_schedule(SETTLE_TICK_SECONDS), **dashboards_schedule(SLO_EVAL_SECONDS)}

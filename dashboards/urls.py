@@ -13,4 +13,5 @@ urlpatterns = [
     path("", include("dashboards.urls_map")),
     path("", include("dashboards.urls_traces")),
     path("", include("dashboards.urls_metrics")),
+    path("", include("dashboards.urls_slos")),
 ]

@@ -12,6 +12,7 @@ urlpatterns = [
     path("api/v1/traces", v1.trace_search, name="api-v1-traces"),
     path("api/v1/traces/<str:trace_id>", v1.trace_detail, name="api-v1-trace"),
     path("", include("dashboards.api.metrics_urls")),
+    path("", include("dashboards.api.slos_urls")),
     path("", include("dashboards.api.jaeger_urls")),
     # anything else under /api/ is a JSON 404, never the HTML page
     re_path(r"^api/v1/[\s\S]*$", v1.not_found),
