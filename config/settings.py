@@ -228,6 +228,18 @@ NOTIFY_TIMEOUT_SECONDS = env_int("SIGHTLINE_NOTIFY_TIMEOUT_SECONDS", 5, minimum=
 # The URL people open Sightline at, for links in alerts (unset: http://<bind>:<web port>).
 PUBLIC_URL = env_str("SIGHTLINE_PUBLIC_URL", "")
 
+# --- E-mail (the e-mail notification channel) -----------------------------------------
+
+EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+EMAIL_HOST = env_str("SIGHTLINE_EMAIL_HOST", "localhost")
+EMAIL_PORT = env_port("SIGHTLINE_EMAIL_PORT", 25)
+EMAIL_HOST_USER = env_str("SIGHTLINE_EMAIL_USER", "")
+EMAIL_HOST_PASSWORD = env_secret("SIGHTLINE_EMAIL_PASSWORD", "")
+EMAIL_USE_TLS = env_bool("SIGHTLINE_EMAIL_USE_TLS", False)
+EMAIL_TIMEOUT = NOTIFY_TIMEOUT_SECONDS
+DEFAULT_FROM_EMAIL = env_str("SIGHTLINE_EMAIL_FROM", "sightline@localhost")
+SERVER_EMAIL = DEFAULT_FROM_EMAIL
+
 # --- Django ----------------------------------------------------------------------
 
 DEBUG = env_bool("DEBUG", False)
