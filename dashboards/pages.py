@@ -20,7 +20,7 @@ from dashboards.api.http import BadParameter
 from dashboards.window import RANGES, window
 
 PAGES = [("services", "Services"), ("service-map", "Service map"), ("trace-search", "Traces"),
-         ("metrics-explorer", "Metrics")]
+         ("metrics-explorer", "Metrics"), ("slos", "SLOs")]
 # parameters that belong to the shared window, not to one page
 WINDOW_PARAMS = {"range", "start", "end", "env"}
 
