@@ -348,11 +348,13 @@ def test_circuit_breaker_opens_after_5_failures_postpones_and_closes_on_success(
     hook = channel(f"http://127.0.0.1:{port}/hook")
     alert = make_alert()
     first = Delivery.objects.create(channel=hook, alert=alert, kind="firing")
-    for attempt in range(1, 6):
+    for attempt in range(1, 5):
         assert refresh(hook).open_until is None
         wait = notify.deliver(first.id)
         assert refresh(first).attempts == attempt
         time.sleep(wait)
+    assert 0.5 < notify.deliver(first.id) <= 1.0  # the 5th failure opens it: come back when it closes
+    assert refresh(first).attempts == 5
     hook = refresh(hook)
     assert hook.consecutive_failures == 5
     assert hook.open_until > timezone.now() + dt.timedelta(seconds=0.5)

@@ -449,6 +449,10 @@ def _deliver(delivery_id, *, force=False, last_try=False):
     attempts = delivery.attempts + 1
     give_up = last_try or attempts >= MAX_ATTEMPTS
     wait = None if give_up else backoff(attempts)
+    if wait is not None:  # the breaker just opened: no use waking before it closes
+        open_until = Channel.objects.values_list("open_until", flat=True).get(pk=delivery.channel_id)
+        if open_until and open_until > finished:
+            wait = max(wait, (open_until - finished).total_seconds())
     Delivery.objects.filter(pk=delivery_id, status=Delivery.PENDING, next_attempt_at=lease).update(
         status=Delivery.FAILED if give_up else Delivery.PENDING, attempts=attempts, last_error=error,
         response_status=status, next_attempt_at=None if give_up else finished + dt.timedelta(seconds=wait))
