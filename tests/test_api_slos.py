@@ -335,3 +335,45 @@ def test_a_token_writes_and_a_bad_token_does_not(client, token):
 def test_a_wrong_method_is_405(api):
     assert api.put("/api/v1/alerts", {}).status_code == 405
     assert api.put("/api/v1/channels", {}).status_code == 405
+
+
+# ---------------------------------------------------------------- the OpenAPI document, every method
+
+
+@pytest.mark.parametrize("method, path", [
+    ("GET", "/api/v1/channels"), ("POST", "/api/v1/channels"), ("GET", "/api/v1/channels/{name}"),
+    ("DELETE", "/api/v1/channels/{name}"), ("GET", "/api/v1/slos"), ("POST", "/api/v1/slos"),
+    ("GET", "/api/v1/slos/{name}"), ("PUT", "/api/v1/slos/{name}"), ("DELETE", "/api/v1/slos/{name}"),
+    ("GET", "/api/v1/alerts")])
+def test_generated_requests_get_documented_answers(api, token, method, path):
+    """schemathesis against every SLO operation, reads and writes, with SLOs, channels and
+    alerts stored (tests/test_api_schema.py drives only the first method of each path)."""
+    from hypothesis import HealthCheck, given, settings
+    from schemathesis.checks import (
+        content_type_conformance,
+        not_a_server_error,
+        response_schema_conformance,
+        status_code_conformance,
+    )
+
+    from tests.test_api_schema import api_schema
+
+    assert api.post("/api/v1/channels", WEBHOOK).status_code == 201
+    assert api.post("/api/v1/channels", {"name": "mail", "type": "email", "to": ["a@example.com"]}).status_code == 201
+    assert api.post("/api/v1/slos", AVAILABILITY).status_code == 201
+    assert api.post("/api/v1/slos", LATENCY).status_code == 201
+    slo = SLO.objects.get(name="checkout-availability")
+    SLO.objects.filter(pk=slo.pk).update(sli=0.99, budget_remaining=-0.5, burn_rates={"1h": None, "5m": 3.5},
+                                         state="page", evaluated_at=timezone.now())
+    Alert.objects.create(slo=slo, severity="page", started_at=timezone.now(), burn_rates={"1h": 20.0},
+                         budget_remaining=0.1, summary="burning", details={"top": [{"operation": "x"}]})
+    operation = next(result.ok() for result in api_schema().get_all_operations()
+                     if result.ok().path == path and result.ok().method.upper() == method)
+    checks = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
+
+    @given(case=operation.as_strategy())
+    @settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+    def run(case):
+        case.call_and_validate(headers={"Authorization": f"Bearer {token}"}, checks=checks)
+
+    run()

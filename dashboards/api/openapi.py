@@ -164,6 +164,104 @@ PATHS = {
         not_found=True),
 }
 
+# ---- SLOs, channels and alerts (dashboards/api/slos.py): reads and writes
+
+SEVERITY = {"type": "string", "enum": ["page", "ticket"]}
+DURATION = {"type": "string", "pattern": r"^[0-9]{1,5}[smhdw]$", "description": "5m, 1h, 3d, ..."}
+CONDITION = _object({"severity": SEVERITY, "long": DURATION, "short": DURATION,
+                     "burn_rate": {"type": "number", "exclusiveMinimum": True, "minimum": 0}})
+EDGE = _nullable(_object({"parent": TEXT, "child": TEXT}))
+RATE_BY_WINDOW = {"type": "object", "additionalProperties": _nullable(NUMBER),
+                  "description": "window label (1h, 5m, ...) -> burn rate; null without traffic"}
+SLO_DEFINITION = {
+    "name": {"type": "string", "minLength": 1, "maxLength": 100}, "description": TEXT, "service": TEXT,
+    "operation": _nullable(TEXT), "edge": EDGE,
+    "objective": {"type": "number", "exclusiveMinimum": True, "minimum": 0, "exclusiveMaximum": True, "maximum": 1},
+    "window": {"type": "string", "pattern": r"^[0-9]{1,3}[dw]$", "description": "whole days: 7d, 28d, 30d"},
+    "channels": {"type": "array", "items": TEXT},
+    "conditions": {"type": "array", "items": CONDITION, "description": "empty: the SRE-workbook defaults"},
+}
+SCHEMAS.update({
+    "Channel": _object({"name": TEXT, "type": {"type": "string", "enum": ["webhook", "slack", "email"]},
+                        "url": _nullable({**TEXT, "description": "webhook and slack; masked for anonymous reads"}),
+                        "to": {"type": "array", "items": TEXT}, "created_at": TIME}),
+    "ChannelInput": _object({"name": {"type": "string", "minLength": 1, "maxLength": 100},
+                             "type": {"type": "string", "enum": ["webhook", "slack", "email"]},
+                             "url": {"type": "string", "description": "http or https; webhook and slack only"},
+                             "to": {"type": "array", "items": {"type": "string", "format": "email"},
+                                    "description": "email only"}}, ["name", "type"]),
+    "SLO": _object({**SLO_DEFINITION,
+                    "sli": _object({"type": {"type": "string", "enum": ["availability", "latency"]},
+                                    "threshold_ms": _nullable(NUMBER),
+                                    "value": _nullable({**NUMBER, "description": "the last evaluation's SLI"})}),
+                    "effective_conditions": {"type": "array", "items": CONDITION},
+                    "budget_remaining": _nullable(NUMBER), "burn_rates": RATE_BY_WINDOW,
+                    "state": {"type": "string", "enum": ["ok", "ticket", "page"]},
+                    "evaluated_at": _nullable(TIME), "created_at": TIME, "updated_at": TIME}),
+    "SLOInput": {**_object({**SLO_DEFINITION,
+                            "sli": _object({"type": {"type": "string", "enum": ["availability", "latency"]},
+                                            "threshold_ms": _nullable({"type": "number", "exclusiveMinimum": True,
+                                                                       "minimum": 0})}, ["type"])},
+                           ["name", "service", "sli", "objective"]),
+                 "additionalProperties": True,
+                 "description": "the SLO's read-only fields (sli.value, state, ...) are ignored, so a GET's "
+                                "answer can be sent back"},
+    "Alert": _object({"id": {"type": "integer"}, "slo": TEXT, "severity": SEVERITY,
+                      "state": {"type": "string", "enum": ["firing", "resolved"]}, "started_at": TIME,
+                      "resolved_at": _nullable(TIME), "burn_rates": RATE_BY_WINDOW,
+                      "budget_remaining": _nullable(NUMBER), "summary": TEXT,
+                      "details": {"type": "object", "additionalProperties": True}}),
+})
+
+
+def _json(ref, description="OK"):
+    return {"description": description, "content": {"application/json": {"schema": {
+        "$ref": f"#/components/schemas/{ref}"}}}}
+
+
+WRITE_ERRORS = {**ERRORS, "403": _json("Error", "a session write without the CSRF token")}
+NOT_FOUND = {"404": _json("Error", "not found")}
+CONFLICT = {"409": _json("Error", "the name is taken")}
+NAME = {"channel": _param("name", "channel name", where="path", required=True),
+        "slo": _param("name", "SLO name", where="path", required=True)}
+
+
+def _write(summary, responses, body=None, parameters=()):
+    operation = {"summary": summary, "parameters": list(parameters), "responses": {**responses, **WRITE_ERRORS}}
+    if body:
+        operation["requestBody"] = {"required": True, "content": {"application/json": {"schema": {
+            "$ref": f"#/components/schemas/{body}"}}}}
+    return operation
+
+
+PATHS.update({
+    "/api/v1/channels": {
+        **_get("notification channels (a Slack URL and e-mail addresses only to signed-in readers)", [],
+               _list_of("Channel")),
+        "post": _write("create a channel", {"201": _json("Channel", "created"), **CONFLICT}, "ChannelInput")},
+    "/api/v1/channels/{name}": {
+        **_get("one channel", [NAME["channel"]], {"$ref": "#/components/schemas/Channel"}, not_found=True),
+        "delete": _write("delete a channel", {"204": {"description": "deleted"}, **NOT_FOUND},
+                         parameters=[NAME["channel"]])},
+    "/api/v1/slos": {
+        **_get("every SLO with its last evaluation: SLI, budget left, burn rate per window, state", [],
+               _list_of("SLO")),
+        "post": _write("create an SLO", {"201": _json("SLO", "created"), **CONFLICT}, "SLOInput")},
+    "/api/v1/slos/{name}": {
+        **_get("one SLO with its last evaluation", [NAME["slo"]], {"$ref": "#/components/schemas/SLO"},
+               not_found=True),
+        "put": _write("replace an SLO's definition (a new name renames it)",
+                      {"200": _json("SLO"), **NOT_FOUND, **CONFLICT}, "SLOInput", [NAME["slo"]]),
+        "delete": _write("delete an SLO and its alerts", {"204": {"description": "deleted"}, **NOT_FOUND},
+                         parameters=[NAME["slo"]])},
+    "/api/v1/alerts": _get(
+        "SLO alerts, newest first",
+        [_param("state", "only firing or only resolved alerts", {"type": "string", "enum": ["firing", "resolved"]}),
+         _param("slo", "only this SLO's alerts"),
+         _param("limit", "most alerts returned (default 100)", {"type": "integer", "minimum": 1, "maximum": 1000})],
+        _list_of("Alert")),
+})
+
 DOCUMENT = {
     "openapi": "3.0.3",
     "info": {"title": "Sightline API", "version": "1",

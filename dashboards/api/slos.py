@@ -320,6 +320,13 @@ def _bad(exc):
     return BadParameter(exc.field, exc.message)
 
 
+def _find(model, name):
+    """The row named so; None for a name no row can have (PostgreSQL refuses NUL characters)."""
+    if "\x00" in name or len(name) > MAX_NAME:
+        return None
+    return model.objects.filter(name=name).first()
+
+
 def _no_content():
     return HttpResponse(status=204)
 
@@ -349,7 +356,7 @@ def channels(request):
 @api_view(methods=("GET", "DELETE"))
 def channel(request, name):
     """GET/DELETE /api/v1/channels/{name}."""
-    row = Channel.objects.filter(name=name).first()
+    row = _find(Channel, name)
     if row is None:
         raise NotFound(f"no channel named {name[:200]!r}")
     if request.method == "DELETE":
@@ -381,7 +388,7 @@ def slos(request):
 @api_view(methods=("GET", "PUT", "DELETE"))
 def slo(request, name):
     """GET/PUT/DELETE /api/v1/slos/{name}; PUT replaces the definition (a new name renames it)."""
-    row = SLO.objects.filter(name=name).first()
+    row = _find(SLO, name)
     if row is None:
         raise NotFound(f"no SLO named {name[:200]!r}")
     if request.method == "DELETE":
