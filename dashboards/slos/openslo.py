@@ -304,7 +304,8 @@ class Plan:
         if isinstance(severity, str):
             severity = severity.strip().lower()
         if severity not in windows.SEVERITIES:
-            raise Problem(f"{field}.spec.severity", "must be page or ticket (or set labels.severity on the AlertPolicy)")
+            raise Problem(f"{field}.spec.severity",
+                          "must be page or ticket (or set labels.severity on the AlertPolicy)")
         condition = _mapping(spec.get("condition"), f"{field}.spec.condition")
         if condition.get("kind") != "burnrate":
             raise Problem(f"{field}.spec.condition.kind", "must be burnrate (the only kind)")
@@ -588,8 +589,8 @@ def slo_document(slo):
     if definition["edge"]:
         selection["edge"] = dict(definition["edge"])
     selection["kind"] = slo.sli_type
-    objective = {"displayName": f"{slo.objective:.6g} of requests {'good' if slo.sli_type == SLO.AVAILABILITY else 'fast'}",
-                 "target": slo.objective}
+    adjective = "good" if slo.sli_type == SLO.AVAILABILITY else "fast"
+    objective = {"displayName": f"{slo.objective:.6g} of requests {adjective}", "target": slo.objective}
     if slo.sli_type == SLO.LATENCY:
         selection["threshold_ms"] = _number_out(slo.threshold_ms)
         objective.update(op="lt", value=_number_out(slo.threshold_ms))
