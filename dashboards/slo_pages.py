@@ -230,8 +230,9 @@ def burn_figure(slo, conditions, start, end, step):
                      "line": {"dash": THRESHOLD_DASH.get(condition.severity, "dash"), "width": 1,
                               "color": "#b42318" if condition.severity == "page" else "#8a5a00"}})
     resolution = windows.format_duration(fine)
-    return figure(data, {"xaxis": {"type": "date"}, "yaxis": {"title": {"text": "burn rate (×)"}, "rangemode": "tozero"}},
-                  height=320), resolution
+    layout = {"xaxis": {"type": "date"}, "yaxis": {"title": {"text": "burn rate (×)"}, "rangemode": "tozero"},
+              "legend": {"orientation": "h", "font": {"size": 11}}}
+    return figure(data, layout, height=420), resolution
 
 
 def burndown_figure(slo, end):

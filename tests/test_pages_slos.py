@@ -79,7 +79,7 @@ def test_the_list_shows_each_slo_with_its_state_budget_and_firing_alerts_on_top(
     paying = SLO.objects.create(name="payment-availability", service=shop["pay"], objective=0.99)
     fast = SLO.objects.create(name="frontend-latency", service=shop["front"], sli_type=SLO.LATENCY,
                               threshold_ms=500, objective=0.95)
-    idle = SLO.objects.create(name="idle-edge", service="a", edge_parent="a", edge_child="b", objective=0.999)
+    SLO.objects.create(name="idle-edge", service="a", edge_parent="a", edge_child="b", objective=0.999)
     evaluate.evaluate(paying)
     evaluate.evaluate(fast)
     paying.refresh_from_db()
