@@ -6,7 +6,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-SHARED_DATA = ROOT.parent / "shared" / "data"
+# Real OTLP payloads (copied from the project's shared/data, so a clone anywhere has them).
+SHARED_DATA = ROOT / "tests" / "data"
 
 
 def free_port():
