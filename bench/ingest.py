@@ -216,7 +216,7 @@ def main():
 
     p50 = statistics.median(latencies) * 1000 if latencies else float("nan")
     p99 = latencies[int(len(latencies) * 0.99) - 1] * 1000 if latencies else float("nan")
-    print(f"\n| measure | value |\n|---|---|")
+    print("\n| measure | value |\n|---|---|")
     print(f"| setup | {args.clients} client processes, {args.processes} ingest processes, "
           f"in-flight limit {args.inflight}/process, {args.duration:.0f} s, {os.cpu_count()} cores |")
     print(f"| spans acknowledged | {acknowledged} |")

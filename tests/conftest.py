@@ -110,6 +110,17 @@ def start_ingest(django_db_setup, tmp_path):
         proc.stop()
 
 
+@pytest.fixture
+def logged_in(client, settings):
+    """A test client logged in through the real login, as user "viewer" (a fast hasher: tests only)."""
+    from django.contrib.auth.models import User
+
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+    User.objects.create_user("viewer", password="pw-viewer-1")
+    assert client.login(username="viewer", password="pw-viewer-1")
+    return client
+
+
 def pytest_collection_modifyitems(items):
     """Tests that start Sightline processes need the test database, marked or not."""
     for item in items:

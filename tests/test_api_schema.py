@@ -18,7 +18,7 @@ from schemathesis.checks import (
 from dashboards.api.openapi import PATHS
 from ingest import convert, writer
 from tests.otlp_builders import spans_request
-from tests.test_api_v1 import checkout_trace
+from tests.shop import checkout_trace
 from traces.correlate import correlate_traces
 
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]

@@ -8,7 +8,6 @@ import uuid
 import grpc
 import psycopg
 import pytest
-from django.db import connection
 from google.rpc import error_details_pb2, status_pb2
 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2

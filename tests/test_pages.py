@@ -1,36 +1,18 @@
 """The dashboard pages as HTTP sees them: login, the shared window, CSP, static plotly.js."""
 
 import os
-import time
 
 import pytest
-from django.contrib.auth.models import User
 
-from ingest import convert, writer
-from tests.otlp_builders import spans_request
-from tests.test_api_v1 import checkout_trace
-from traces.correlate import correlate_traces
+from tests.shop import store_checkouts
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
 @pytest.fixture
-def logged_in(client):
-    User.objects.create_user("viewer", password="pw-viewer-1")
-    assert client.login(username="viewer", password="pw-viewer-1")
-    return client
-
-
-@pytest.fixture
 def shop():
     prefix = f"page-{os.urandom(3).hex()}"
-    ids = []
-    for index in range(8):
-        trace_id, spans = checkout_trace(prefix, index, time.time_ns() - (10 - index) * 60_000_000_000,
-                                         error=index in (2, 5, 6))
-        writer.write_spans(convert.convert_traces(spans_request(spans)))
-        ids.append(trace_id)
-    correlate_traces(ids)
+    ids = store_checkouts(prefix)
     return {"front": f"{prefix}-frontend", "pay": f"{prefix}-payment", "ids": ids}
 
 

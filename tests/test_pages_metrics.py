@@ -8,7 +8,6 @@ import json
 import re
 
 import pytest
-from django.contrib.auth.models import User
 
 from tests.test_api_metrics import (CUMULATIVE, DELTA, MINUTE, S, T0, Export, histogram_points, number_points,
                                     unique)
@@ -20,13 +19,6 @@ STEP = 10  # seconds: the default step of the five-minute window below
 WINDOW = {"start": dt.datetime.fromtimestamp(T0 / S, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M"),
           "end": dt.datetime.fromtimestamp((T0 + 5 * MINUTE) / S, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M")}
 XSS = "<script>alert(1)</script>"
-
-
-@pytest.fixture
-def viewer(client):
-    User.objects.create_user("metrics-viewer", password="pw-viewer-1")
-    assert client.login(username="metrics-viewer", password="pw-viewer-1")
-    return client
 
 
 def step_of(at_ns):
@@ -80,9 +72,9 @@ def test_the_page_needs_a_login(client):
     assert response.status_code == 302 and response["Location"].startswith("/login/")
 
 
-def test_the_picker_lists_the_catalogue_with_type_and_unit(viewer):
+def test_the_picker_lists_the_catalogue_with_type_and_unit(logged_in):
     names = store_shop_metrics(unique("svc"))
-    response = page(viewer)
+    response = page(logged_in)
     body = response.content.decode()
     assert 'id="metrics-empty"' in body and "Choose a metric" in body
     assert response.context["figure"] is None
@@ -93,13 +85,13 @@ def test_the_picker_lists_the_catalogue_with_type_and_unit(viewer):
     assert f'<option value="{names["delta"]}">{names["delta"]} — delta sum, By</option>' in body
 
 
-def test_a_gauge_is_charted_as_its_average_value_with_a_line_per_group(viewer):
+def test_a_gauge_is_charted_as_its_average_value_with_a_line_per_group(logged_in):
     names = store_shop_metrics(unique("svc"))
-    response = page(viewer, metric=names["gauge"])
+    response = page(logged_in, metric=names["gauge"])
     assert response.context["stats"] == ["value"]
     assert lines(response) == {"all": {1: (10 + 20 + 40) / 3, 4: 7.0}}
 
-    response = page(viewer, metric=names["gauge"], group="host")
+    response = page(logged_in, metric=names["gauge"], group="host")
     assert lines(response) == {"host=a": {1: 15.0}, "host=b": {1: 40.0, 4: 7.0}}
     body = response.content.decode()
     assert 'data-figure="metric-figure"' in body and 'id="metric-figure" type="application/json"' in body
@@ -107,23 +99,23 @@ def test_a_gauge_is_charted_as_its_average_value_with_a_line_per_group(viewer):
     assert [row["labels"] for row in response.context["rows"]] == [{"host": "a"}, {"host": "b"}]
 
 
-def test_counters_and_delta_sums_are_charted_as_rates_up_down_counters_as_values(viewer):
+def test_counters_and_delta_sums_are_charted_as_rates_up_down_counters_as_values(logged_in):
     names = store_shop_metrics(unique("svc"))
-    response = page(viewer, metric=names["counter"], group="route")
+    response = page(logged_in, metric=names["counter"], group="route")
     assert response.context["stats"] == ["rate"]
     assert lines(response) == {"route=/a": {1: 60 / STEP}, "route=/b": {1: 20 / STEP}}
     assert response.context["figure"]["layout"]["yaxis"]["title"]["text"] == "rate per second ({request}/s)"
 
-    response = page(viewer, metric=names["delta"])
+    response = page(logged_in, metric=names["delta"])
     assert response.context["stats"] == ["rate"] and lines(response) == {"all": {4: 80 / STEP}}
 
-    response = page(viewer, metric=names["updown"])
+    response = page(logged_in, metric=names["updown"])
     assert response.context["stats"] == ["value"] and lines(response) == {"all": {3: 3}}
 
 
-def test_a_histogram_is_charted_as_p50_p95_p99(viewer):
+def test_a_histogram_is_charted_as_p50_p95_p99(logged_in):
     names = store_shop_metrics(unique("svc"))
-    response = page(viewer, metric=names["hist"])
+    response = page(logged_in, metric=names["hist"])
     assert response.context["stats"] == ["p50", "p95", "p99"]
     # [10, 20, 60, 10] over bounds 1, 5, 10: rank 50 in (5, 10] after 30; 95 and 99 in +Inf -> 10
     assert lines(response) == {"all p50": {2: 5 + 5 * 20 / 60}, "all p95": {2: 10.0}, "all p99": {2: 10.0}}
@@ -131,54 +123,54 @@ def test_a_histogram_is_charted_as_p50_p95_p99(viewer):
     assert dashes == ["solid", "dash", "dot"]
 
 
-def test_attribute_filters_narrow_the_series_and_the_add_row_becomes_a_filter(viewer):
+def test_attribute_filters_narrow_the_series_and_the_add_row_becomes_a_filter(logged_in):
     service = unique("svc")
     names = store_shop_metrics(service)
-    response = page(viewer, metric=names["gauge"], **{"attr.host": "b"})
+    response = page(logged_in, metric=names["gauge"], **{"attr.host": "b"})
     assert lines(response) == {"all": {1: 40.0, 4: 7.0}}
     assert 'name="attr.host" value="b"' in response.content.decode()
 
-    response = viewer.get(URL, {**WINDOW, "metric": names["gauge"], "add_key": "host", "add_value": "a",
-                                "attr.gone": ""})
+    response = logged_in.get(URL, {**WINDOW, "metric": names["gauge"], "add_key": "host", "add_value": "a",
+                                   "attr.gone": ""})
     assert response.status_code == 302
     assert "attr.host=a" in response["Location"] and "add_key" not in response["Location"]
     assert "attr.gone" not in response["Location"]
-    response = viewer.get(response["Location"])
+    response = logged_in.get(response["Location"])
     assert lines(response) == {"all": {1: 15.0}}
 
-    response = page(viewer, metric=names["gauge"], service=service, group="service.name")
+    response = page(logged_in, metric=names["gauge"], service=service, group="service.name")
     assert lines(response) == {f"service.name={service}": {1: (10 + 20 + 40) / 3, 4: 7.0}}
 
 
-def test_empty_states_name_what_is_missing(viewer):
+def test_empty_states_name_what_is_missing(logged_in):
     names = store_shop_metrics(unique("svc"))
-    body = page(viewer, metric=names["gauge"], **{"attr.host": "nowhere"}).content.decode()
+    body = page(logged_in, metric=names["gauge"], **{"attr.host": "nowhere"}).content.decode()
     assert f"No data for {names['gauge']} in this range with these filters." in body
-    body = page(viewer, metric=unique("never-sent")).content.decode()
+    body = page(logged_in, metric=unique("never-sent")).content.decode()
     assert "No metric named" in body and 'id="metric-chart"' not in body
     old = {"start": "2001-01-01T00:00", "end": "2001-01-01T01:00"}
-    body = page(viewer, **old).content.decode()
+    body = page(logged_in, **old).content.decode()
     assert "No metrics in this range yet." in body
 
 
-def test_a_bad_parameter_is_a_400_naming_it(viewer):
+def test_a_bad_parameter_is_a_400_naming_it(logged_in):
     names = store_shop_metrics(unique("svc"))
     for query, parameter in (({"group": ["a", "b", "c", "d", "e", "f"]}, "group"), ({"attr.": "x"}, "attr."),
                              ({"range": "3y", "start": "", "end": ""}, "range"),
                              ({"metric": "bad\x00name"}, "metric"), ({"attr.k": "x" * 2000}, "attr.k")):
-        response = viewer.get(URL, {**WINDOW, "metric": names["gauge"], **query})
+        response = logged_in.get(URL, {**WINDOW, "metric": names["gauge"], **query})
         assert response.status_code == 400, query
         assert f"{parameter}:" in response.content.decode(), query
 
 
-def test_telemetry_text_is_escaped_in_the_page_and_the_figure(viewer):
+def test_telemetry_text_is_escaped_in_the_page_and_the_figure(logged_in):
     service, name = unique("svc"), unique("xss.metric")
     export = Export()
     metric = export.metric(service, name, unit="<b>u</b>")
     number_points(metric.gauge, [(T0 + 12 * S, 1.0, {"payload": XSS}), (T0 + 12 * S, 2.0, {"payload": "plain"})])
     export.store()
 
-    response = page(viewer, metric=name, group="payload")
+    response = page(logged_in, metric=name, group="payload")
     body = response.content.decode()
     assert XSS not in body and "<b>u</b>" not in body
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in body  # the table of groups

@@ -7,13 +7,12 @@ import time
 from html import unescape
 
 import pytest
-from django.contrib.auth.models import User
 from django.urls import NoReverseMatch, reverse
 
 from dashboards.service_pages import layout
 from ingest import convert, writer
 from tests.otlp_builders import spans_request
-from tests.test_api_v1 import checkout_trace
+from tests.shop import checkout_trace
 from traces.correlate import correlate_traces
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -23,12 +22,6 @@ MINUTE = 60_000_000_000
 SERVER, CLIENT, PRODUCER = 2, 3, 4
 EVIL = "<script>alert(1)</script>\nx"
 EVIL_OPERATION = "<img src=x onerror=alert(2)>"
-
-
-@pytest.fixture
-def logged_in(client):
-    client.force_login(User.objects.create_user("mapper"))  # no password hashing: the login itself is tested elsewhere
-    return client
 
 
 def store(traces):

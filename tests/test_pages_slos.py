@@ -3,7 +3,6 @@
 import datetime as dt
 import json
 import os
-import time
 
 import pytest
 from django.contrib.auth.models import User
@@ -11,33 +10,17 @@ from django.utils import timezone
 
 from dashboards.models import SLO, Alert, Channel, Delivery
 from dashboards.slos import evaluate
-from ingest import convert, writer
-from tests.otlp_builders import spans_request
-from tests.test_api_v1 import checkout_trace
-from traces.correlate import correlate_traces
+from tests.shop import store_checkouts
 
 pytestmark = pytest.mark.django_db(transaction=True)
 XSS = "<script>alert(1)</script>"
 
 
 @pytest.fixture
-def logged_in(client):
-    User.objects.create_user("viewer", password="pw-viewer-1")
-    assert client.login(username="viewer", password="pw-viewer-1")
-    return client
-
-
-@pytest.fixture
 def shop():
     """8 checkouts over the last 10 minutes; payment fails 3 of them."""
     prefix = f"slo-{os.urandom(3).hex()}"
-    ids = []
-    for index in range(8):
-        trace_id, spans = checkout_trace(prefix, index, time.time_ns() - (10 - index) * 60_000_000_000,
-                                         error=index in (2, 5, 6))
-        writer.write_spans(convert.convert_traces(spans_request(spans)))
-        ids.append(trace_id)
-    correlate_traces(ids)
+    ids = store_checkouts(prefix)
     return {"front": f"{prefix}-frontend", "pay": f"{prefix}-payment", "ids": [i.hex() for i in ids]}
 
 

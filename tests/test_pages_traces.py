@@ -6,11 +6,10 @@ import re
 import time
 
 import pytest
-from django.contrib.auth.models import User
 
 from ingest import convert, writer
 from tests.otlp_builders import any_value, spans_request
-from tests.test_api_v1 import checkout_trace
+from tests.shop import checkout_trace, store_checkouts
 from traces.correlate import correlate_traces
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -18,14 +17,6 @@ pytestmark = pytest.mark.django_db(transaction=True)
 MS = 1_000_000
 SERVER, CLIENT, INTERNAL = 2, 3, 1
 SCRIPT, IMG = "<script>alert(1)</script>", "<img src=x onerror=alert(1)>"
-
-
-@pytest.fixture
-def logged_in(client, settings):
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # a real login, quickly
-    User.objects.create_user("tracer", password="pw-tracer-1")
-    assert client.login(username="tracer", password="pw-tracer-1")
-    return client
 
 
 def store(spans, correlate=True, edit=None):
@@ -41,13 +32,7 @@ def store(spans, correlate=True, edit=None):
 def shop():
     """Eight checkout traces a minute apart (root 100 + index ms), failing at payment in 2, 5, 6."""
     prefix = f"tp-{os.urandom(3).hex()}"
-    ids = []
-    for index in range(8):
-        trace_id, spans = checkout_trace(prefix, index, time.time_ns() - (10 - index) * 60_000_000_000,
-                                         error=index in (2, 5, 6))
-        writer.write_spans(convert.convert_traces(spans_request(spans)))
-        ids.append(trace_id.hex())
-    correlate_traces([bytes.fromhex(trace_id) for trace_id in ids])
+    ids = [trace_id.hex() for trace_id in store_checkouts(prefix)]
     return {"front": f"{prefix}-frontend", "pay": f"{prefix}-payment", "ids": ids}
 
 

@@ -82,7 +82,7 @@ def test_a_child_that_dies_is_restarted_and_the_log_says_so(tmp_path, ports):
         wait_until(lambda: "ingest" in child_kinds(proc), 30, "ingest", proc)
         old = child_kinds(proc)["ingest"][0]
         os.kill(old, signal.SIGKILL)
-        proc.wait_for_line(f"ingest | exited with code -9; restarting in 1 s", timeout=10)
+        proc.wait_for_line("ingest | exited with code -9; restarting in 1 s", timeout=10)
         wait_until(lambda: child_kinds(proc).get("ingest", [old]) != [old], 15, "a new ingest process", proc)
         wait_until(lambda: grpc_serving(ports["grpc"]), 30, "gRPC health after restart", proc)
     finally:

@@ -3,18 +3,14 @@ rollups: firing, the hold before resolving, no flapping, no traffic."""
 
 import datetime as dt
 import os
-import time
 
 import pytest
 
 from dashboards.models import SLO, Alert, Channel, Delivery
 from dashboards.slos import evaluate, windows
 from dashboards.slos.windows import Condition, burn_rate, budget_remaining, default_conditions, firing
-from ingest import convert, writer
-from tests.otlp_builders import spans_request
-from tests.test_api_v1 import checkout_trace
+from tests.shop import store_checkouts
 from traces import analysis
-from traces.correlate import correlate_traces
 
 H, M, D = dt.timedelta(hours=1), dt.timedelta(minutes=1), dt.timedelta(days=1)
 
@@ -80,14 +76,7 @@ pytestmark_db = pytest.mark.django_db(transaction=True)
 
 def shop(errors, count=10, minutes_ago=20):
     prefix = f"slo-{os.urandom(3).hex()}"
-    now = time.time_ns()
-    ids = []
-    for index in range(count):
-        trace_id, spans = checkout_trace(prefix, index, now - (minutes_ago - index) * 60_000_000_000,
-                                         error=index < errors)
-        writer.write_spans(convert.convert_traces(spans_request(spans)))
-        ids.append(trace_id)
-    correlate_traces(ids)
+    store_checkouts(prefix, count, errors=range(errors), minutes_ago=minutes_ago)
     return prefix
 
 
