@@ -45,13 +45,18 @@ def navigation(request):
     nav["window"] = current
     nav["query"] = current.query()
     nav["keep"] = [(key, value) for key, value in request.GET.items() if key not in WINDOW_PARAMS]
-    try:
-        nav["environments"] = queries.environments(current.start, current.end)
-    except Exception:  # the header must not take the page down with it
-        nav["environments"] = []
-    if current.environment and current.environment not in nav["environments"]:
-        nav["environments"].append(current.environment)
+    nav["environments"] = lambda: _environments(current)  # queried only where a template shows the picker
     return {"nav": nav}
+
+
+def _environments(current):
+    try:
+        seen = queries.environments(current.start, current.end)
+    except Exception:  # the header must not take the page down with it
+        seen = []
+    if current.environment and current.environment not in seen:
+        seen.append(current.environment)
+    return seen
 
 
 def page(template):

@@ -42,7 +42,7 @@ def split_range(start, end):
     return minutes, (first_hour, last_hour)
 
 
-def _rollup_rows(table, columns, start, end, where, params):
+def rollup_rows(table, columns, start, end, where, params):
     """SQL (and its params) selecting `columns` of table's minute and hour rows for [start, end)."""
     minutes, hours = split_range(start, end)
     parts, values = [], []
@@ -81,7 +81,7 @@ def _loads(value):
 def services(start, end, environment=None, service=None):
     """Per service: requests (spans where a request entered it), rate/s, errors, error_rate, p50/p95/p99 ms."""
     where, params = _filters([("environment = %s", environment), ("service = %s", service)])
-    rows, values = _rollup_rows("sightline_red_rollup", "service, count, errors, histogram",
+    rows, values = rollup_rows("sightline_red_rollup", "service, count, errors, histogram",
                                 start, end, where + " AND entry", params)
     seconds = (end - start).total_seconds()
     with connection.cursor() as cursor:
@@ -95,7 +95,7 @@ def operations(start, end, service, environment=None, kind=None):
     """Per (operation, span kind) of one service: the same figures over every span."""
     where, params = _filters([("environment = %s", environment), ("service = %s", service),
                               ("kind = %s", kind)])
-    rows, values = _rollup_rows("sightline_red_rollup", "operation, kind, count, errors, histogram",
+    rows, values = rollup_rows("sightline_red_rollup", "operation, kind, count, errors, histogram",
                                 start, end, where, params)
     seconds = (end - start).total_seconds()
     with connection.cursor() as cursor:
@@ -112,7 +112,7 @@ def dependencies(start, end, environment=None, service=None):
     if service is not None:
         where += " AND (parent = %s OR child = %s)"
         params += [service, service]
-    rows, values = _rollup_rows("sightline_edge_rollup", "parent, child, child_type, calls, errors, histogram",
+    rows, values = rollup_rows("sightline_edge_rollup", "parent, child, child_type, calls, errors, histogram",
                                 start, end, where, params)
     seconds = (end - start).total_seconds()
     with connection.cursor() as cursor:
@@ -131,7 +131,7 @@ def dependencies(start, end, environment=None, service=None):
 
 def environments(start, end):
     """The environments that sent traces in [start, end), for the environment picker."""
-    rows, values = _rollup_rows("sightline_red_rollup", "environment", start, end, "", [])
+    rows, values = rollup_rows("sightline_red_rollup", "environment", start, end, "", [])
     with connection.cursor() as cursor:
         cursor.execute(f"SELECT DISTINCT environment FROM ({rows}) AS r ORDER BY 1", values)
         return [row[0] for row in cursor.fetchall()]
@@ -315,44 +315,41 @@ def buckets(start, end, step):
     return result
 
 
+def rollup_series(table, keys, counted, start, end, step, where, values):
+    """{key: {bucket start: (count, errors, histogram)}} from a rollup table (its hourly twin
+    for steps of an hour or more); key = the value of the `keys` columns (a tuple for
+    several; None when keys is empty: every row of a bucket added up)."""
+    table += "_hour" if step >= HOUR else ""
+    selected, grouped = (f"{keys}, ", f"{keys}, bucket") if keys else ("", "bucket")
+    sql = (f"SELECT {selected}to_timestamp(floor(extract(epoch FROM minute) / %s) * %s) AS bucket, "
+           f"sum({counted}), sum(errors), sightline_hist_sum(histogram) FROM {table} "
+           f"WHERE minute >= %s AND minute < %s{where} GROUP BY {grouped}")
+    seconds = step.total_seconds()
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [seconds, seconds, _floor(start, step), end, *values])
+        result = {}
+        for *names, bucket, count, errors, hist in cursor.fetchall():
+            name = (names[0] if len(names) == 1 else tuple(names)) if names else None
+            result.setdefault(name, {})[bucket] = (int(count), int(errors), _loads(hist) or {})
+        return result
+
+
 def red_series(start, end, step, *, group="service", service=None, environment=None, entry=None):
     """{group value: {bucket start: (count, errors, histogram)}} for RED charts.
 
     group: "service" or "operation" (with kind); entry=True counts only spans where
     requests entered their service (a service's own traffic)."""
-    table = "sightline_red_rollup_hour" if step >= HOUR else "sightline_red_rollup"
-    key = {"service": "service", "operation": "operation, kind"}[group]
+    keys = {"service": "service", "operation": "operation, kind"}[group]
     where, values = _filters([("environment = %s", environment), ("service = %s", service)])
     if entry:
         where += " AND entry"
-    sql = (f"SELECT {key}, to_timestamp(floor(extract(epoch FROM minute) / %s) * %s) AS bucket, "
-           f"sum(count), sum(errors), sightline_hist_sum(histogram) FROM {table} "
-           f"WHERE minute >= %s AND minute < %s{where} GROUP BY {key}, bucket")
-    seconds = step.total_seconds()
-    with connection.cursor() as cursor:
-        cursor.execute(sql, [seconds, seconds, _floor(start, step), end, *values])
-        result = {}
-        for row in cursor.fetchall():
-            *names, bucket, count, errors, hist = row
-            name = names[0] if len(names) == 1 else tuple(names)
-            result.setdefault(name, {})[bucket] = (int(count), int(errors), _loads(hist) or {})
-        return result
+    return rollup_series("sightline_red_rollup", keys, "count", start, end, step, where, values)
 
 
 def edge_series(start, end, step, *, service=None, environment=None):
     """{(parent, child, child_type): {bucket: (calls, errors, histogram)}}."""
-    table = "sightline_edge_rollup_hour" if step >= HOUR else "sightline_edge_rollup"
     where, values = _filters([("environment = %s", environment)])
     if service is not None:
         where += " AND (parent = %s OR child = %s)"
         values += [service, service]
-    sql = ("SELECT parent, child, child_type, to_timestamp(floor(extract(epoch FROM minute) / %s) * %s) AS bucket, "
-           f"sum(calls), sum(errors), sightline_hist_sum(histogram) FROM {table} "
-           f"WHERE minute >= %s AND minute < %s{where} GROUP BY parent, child, child_type, bucket")
-    seconds = step.total_seconds()
-    with connection.cursor() as cursor:
-        cursor.execute(sql, [seconds, seconds, _floor(start, step), end, *values])
-        result = {}
-        for parent, child, child_type, bucket, calls, errors, hist in cursor.fetchall():
-            result.setdefault((parent, child, child_type), {})[bucket] = (int(calls), int(errors), _loads(hist) or {})
-        return result
+    return rollup_series("sightline_edge_rollup", "parent, child, child_type", "calls", start, end, step, where, values)

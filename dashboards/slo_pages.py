@@ -28,7 +28,7 @@ from dashboards import queries
 from dashboards.models import SLO, Alert, Channel, Delivery
 from dashboards.pages import figure, page
 from dashboards.slos import windows
-from dashboards.slos.evaluate import _latency_bad
+from dashboards.slos.evaluate import series
 
 STATE_BADGES = {"page": "failing", "ticket": "degraded", "ok": "ok"}  # app.css badge colours
 STATE_ORDER = {"page": 0, "ticket": 1, "ok": 2}
@@ -140,30 +140,6 @@ def destination(channel):
 
 
 # --- The rollup series of an SLO ----------------------------------------------------------------
-
-
-def series(slo, start, end, step):
-    """{bucket start: (bad, total)} of the SLO's SLI, one rollup query, the same reading as
-    evaluate.counts: a service's entry requests, one operation (every kind) or one edge."""
-    latency = slo.sli_type == SLO.LATENCY
-    threshold = slo.threshold_ms or 0
-    if slo.edge_parent and slo.edge_child:
-        raw = queries.edge_series(start, end, step, service=slo.edge_parent)
-        parts = [points for (parent, child, _type), points in raw.items()
-                 if parent == slo.edge_parent and child == slo.edge_child]
-    elif slo.operation:
-        raw = queries.red_series(start, end, step, group="operation", service=slo.service)
-        parts = [points for (operation, _kind), points in raw.items() if operation == slo.operation]
-    else:
-        raw = queries.red_series(start, end, step, service=slo.service, entry=True)
-        parts = [raw.get(slo.service, {})]
-    result = {}
-    for points in parts:
-        for bucket, (count, errors, hist) in points.items():
-            bad = _latency_bad(hist or {}, threshold) if latency else errors
-            old_bad, old_total = result.get(bucket, (0, 0))
-            result[bucket] = (old_bad + bad, old_total + count)
-    return result
 
 
 def _stamp(moment):

@@ -44,29 +44,36 @@ def _latency_bad(hist, threshold_ms):
     return bad
 
 
+def _selection(slo):
+    """(rollup table, counted column, SQL conditions, values) of the requests the SLI reads:
+    one edge, one operation of a service (every kind), or a service's own (entry) requests."""
+    if slo.edge_parent and slo.edge_child:
+        return "sightline_edge_rollup", "calls", " AND parent = %s AND child = %s", [slo.edge_parent, slo.edge_child]
+    if slo.operation:
+        return "sightline_red_rollup", "count", " AND service = %s AND operation = %s", [slo.service, slo.operation]
+    return "sightline_red_rollup", "count", " AND service = %s AND entry", [slo.service]
+
+
+def _bad(slo, errors, hist):
+    return _latency_bad(hist, slo.threshold_ms or 0) if slo.sli_type == SLO.LATENCY else errors
+
+
 def counts(slo, start, end):
     """(bad, total) requests of the SLO's SLI in [start, end)."""
-    if slo.edge_parent and slo.edge_child:
-        table, columns = "sightline_edge_rollup", "calls, errors, histogram"
-        where, values = " AND parent = %s AND child = %s", [slo.edge_parent, slo.edge_child]
-    else:
-        table, columns = "sightline_red_rollup", "count, errors, histogram"
-        where, values = " AND service = %s", [slo.service]
-        if slo.operation:
-            where += " AND operation = %s"
-            values.append(slo.operation)
-        else:
-            where += " AND entry"  # a service's own requests
-    rows, params = queries._rollup_rows(table, columns, start, end, where, values)
-    first = columns.split(",")[0]
+    table, counted, where, values = _selection(slo)
+    rows, params = queries.rollup_rows(table, f"{counted}, errors, histogram", start, end, where, values)
     with connection.cursor() as cursor:
-        cursor.execute(f"SELECT coalesce(sum({first}), 0), coalesce(sum(errors), 0), sightline_hist_sum(histogram) "
-                       f"FROM ({rows}) AS r", params)
+        cursor.execute(f"SELECT coalesce(sum({counted}), 0), coalesce(sum(errors), 0), "
+                       f"sightline_hist_sum(histogram) FROM ({rows}) AS r", params)
         total, errors, hist = cursor.fetchone()
-    total, errors = int(total), int(errors)
-    if slo.sli_type == SLO.LATENCY:
-        return _latency_bad(queries._loads(hist) or {}, slo.threshold_ms or 0), total
-    return errors, total
+    return _bad(slo, int(errors), queries._loads(hist) or {}), int(total)
+
+
+def series(slo, start, end, step):
+    """{bucket start: (bad, total)} of the SLO's SLI per step, in one rollup query."""
+    table, counted, where, values = _selection(slo)
+    points = queries.rollup_series(table, "", counted, start, end, step, where, values).get(None, {})
+    return {bucket: (_bad(slo, errors, hist), count) for bucket, (count, errors, hist) in points.items()}
 
 
 def _contributors(slo, start, end):

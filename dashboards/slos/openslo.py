@@ -259,6 +259,16 @@ class Plan:
         except Problem as exc:
             raise document.error(exc.field, exc.message) from None
 
+    def _inline_or_ref(self, item, kind, ref_key, where):
+        """(the document, where it is) of an inline `kind` or one named by `ref_key`."""
+        item = _mapping(item, where)
+        if ref_key in item:
+            name = _string(item[ref_key], f"{where}.{ref_key}")
+            return self._referred(kind, name, f"{where}.{ref_key}"), f"{where} ({kind} {name})"
+        if item.get("kind", kind) != kind:
+            raise Problem(f"{where}.kind", f"must be {kind} (or use {ref_key})")
+        return item, where
+
     def _referred(self, kind, name, field):
         document = self.named[kind].get(name)
         if document is None:
@@ -339,15 +349,7 @@ class Plan:
         conditions = []
         for index, item in enumerate(_list(spec.get("conditions"), f"{field}.spec.conditions", required=False)):
             where = f"{field}.spec.conditions[{index}]"
-            item = _mapping(item, where)
-            if "conditionRef" in item:
-                name = _string(item["conditionRef"], f"{where}.conditionRef")
-                condition = self._referred("AlertCondition", name, f"{where}.conditionRef")
-                where = f"{where} (AlertCondition {name})"
-            else:
-                if item.get("kind", "AlertCondition") != "AlertCondition":
-                    raise Problem(f"{where}.kind", "must be AlertCondition (or use conditionRef)")
-                condition = item
+            condition, where = self._inline_or_ref(item, "AlertCondition", "conditionRef", where)
             conditions.append(self._condition(condition, where, severity))
         names = []
         targets = _list(spec.get("notificationTargets"), f"{field}.spec.notificationTargets", required=False)
@@ -497,15 +499,7 @@ class Plan:
         conditions, channels = [], []
         for index, item in enumerate(_list(spec.get("alertPolicies"), "spec.alertPolicies", required=False)):
             field = f"spec.alertPolicies[{index}]"
-            item = _mapping(item, field)
-            if "alertPolicyRef" in item:
-                name = _string(item["alertPolicyRef"], f"{field}.alertPolicyRef")
-                policy = self._referred("AlertPolicy", name, f"{field}.alertPolicyRef")
-                field = f"{field} (AlertPolicy {name})"
-            else:
-                if item.get("kind", "AlertPolicy") != "AlertPolicy":
-                    raise Problem(f"{field}.kind", "must be AlertPolicy (or use alertPolicyRef)")
-                policy = item
+            policy, field = self._inline_or_ref(item, "AlertPolicy", "alertPolicyRef", field)
             found, names, defaults = self._policy(policy, field, document)
             if not defaults:
                 conditions.extend(found)
