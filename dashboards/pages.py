@@ -10,10 +10,12 @@ draws them. Strings from telemetry that plotly shows as text (labels, hover) go 
 
 import functools
 import html
+from urllib.parse import quote
 
 from django.contrib.auth.decorators import login_required
 from django.shortcuts import render
-from django.urls import reverse
+from django.urls import NoReverseMatch, reverse
+from django.utils.http import RFC3986_SUBDELIMS
 
 from dashboards import queries
 from dashboards.api.http import BadParameter
@@ -79,6 +81,45 @@ def page(template):
         return wrapper
 
     return decorate
+
+
+def _with_window(url, window, **extra):
+    query = window.query(**extra) if window is not None else ""
+    return f"{url}?{query}" if query else url
+
+
+def page_url(name, window=None):
+    """A page without arguments (the map, the services...), keeping the window."""
+    return _with_window(reverse(name), window)
+
+
+def service_url(name, window=None):
+    """The service page of `name`, keeping the window; "" when no route can hold the name.
+
+    A name with "." or ".." path segments would be folded away by the browser, so its
+    slashes are sent encoded (the server decodes them back before matching)."""
+    try:
+        url = reverse("service", kwargs={"service": name})
+    except NoReverseMatch:
+        return ""
+    if any(segment in (".", "..") for segment in name.split("/")):
+        prefix = reverse("service", kwargs={"service": "-"})[:-2]
+        url = prefix + quote(name, safe=RFC3986_SUBDELIMS + "~:@") + "/"
+    return _with_window(url, window)
+
+
+def trace_url(trace_id, window=None):
+    return _with_window(reverse("trace", kwargs={"trace_id": trace_id}), window)
+
+
+def search_url(window, **filters):
+    """The trace search with these filters, keeping the window."""
+    return _with_window(reverse("trace-search"), window, **filters)
+
+
+def stamp(moment):
+    """A bucket's time as plotly reads it on a date axis."""
+    return moment.strftime("%Y-%m-%d %H:%M:%S")
 
 
 def label(value):

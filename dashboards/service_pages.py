@@ -8,16 +8,13 @@ label(); the templates auto-escape the rest.
 """
 
 import math
-from urllib.parse import quote
 
 from psycopg.errors import QueryCanceled
 
 from django.db import OperationalError, connection, transaction
-from django.urls import NoReverseMatch, reverse
-from django.utils.http import RFC3986_SUBDELIMS
 
 from dashboards import queries
-from dashboards.pages import figure, health, label, page
+from dashboards.pages import figure, health, label, page, page_url, search_url, service_url, stamp, trace_url
 from traces import analysis
 from traces.hotspots import hotspots
 
@@ -35,37 +32,6 @@ HOTSPOTS_TIMEOUT_MS = 2000
 
 
 # --- Links ----------------------------------------------------------------------------------
-
-
-def service_url(name, window):
-    """The service page of `name`, keeping the window; "" when no route can hold the name.
-
-    A name with "." or ".." path segments would be folded away by the browser, so its
-    slashes are sent encoded (the server decodes them back before matching)."""
-    try:
-        url = reverse("service", kwargs={"service": name})
-    except NoReverseMatch:
-        return ""
-    if any(segment in (".", "..") for segment in name.split("/")):
-        prefix = reverse("service", kwargs={"service": "-"})[:-2]
-        url = prefix + quote(name, safe=RFC3986_SUBDELIMS + "~:@") + "/"
-    query = window.query()
-    return f"{url}?{query}" if query else url
-
-
-def search_url(window, **filters):
-    """The trace search with these filters, keeping the window; "" before that page exists."""
-    try:
-        return reverse("trace-search") + "?" + window.query(**filters)
-    except NoReverseMatch:
-        return ""
-
-
-def trace_url(trace_id):
-    try:
-        return reverse("trace", kwargs={"trace_id": trace_id})
-    except NoReverseMatch:  # the trace pages are not there yet
-        return ""
 
 
 # --- The graph layout ----------------------------------------------------------------------
@@ -358,14 +324,10 @@ def _duration(step):
     return f"{minutes // 60} h" if minutes >= 60 and not minutes % 60 else f"{minutes} min"
 
 
-def _stamp(moment):
-    return moment.strftime("%Y-%m-%d %H:%M:%S")
-
-
 def red_figures(points, buckets, step):
     """Rate, errors and latency charts from one service's {bucket: (count, errors, histogram)}."""
     seconds = step.total_seconds()
-    x = [_stamp(bucket) for bucket in buckets]
+    x = [stamp(bucket) for bucket in buckets]
     empty = (0, 0, {})
     rate = [round(points.get(b, empty)[0] / seconds, 6) for b in buckets]
     errors = [round(points.get(b, empty)[1] / seconds, 6) for b in buckets]
@@ -415,7 +377,7 @@ def heatmap_figure(points, buckets, bands=HEATMAP_BANDS):
     names = [_band_name(analysis.bucket_bounds(low + row * width)[0],
                         analysis.bucket_bounds(low + row * width + width - 1)[1]) for row in range(rows)]
     z = [[count or None for count in row] for row in z]  # empty cells stay transparent
-    data = [{"type": "heatmap", "x": [_stamp(b) for b in buckets], "y": names, "z": z, "colorscale": "YlOrRd",
+    data = [{"type": "heatmap", "x": [stamp(b) for b in buckets], "y": names, "z": z, "colorscale": "YlOrRd",
              "reversescale": True, "colorbar": {"title": {"text": "requests"}}, "hoverongaps": False,
              "hovertemplate": "%{x}<br>%{y}<br>%{z} requests<extra></extra>"}]
     return figure(data, {"xaxis": {"type": "date"},
@@ -468,8 +430,7 @@ def service(request, window, service):
     operations = queries.operations(start, end, service, environment=environment)
     edges = queries.dependencies(start, end, environment=environment, service=service)
     context = {"window": window, "service": service, "summary": summary[0] if summary else None,
-               "operations": operations, "map_url": reverse("service-map") + (f"?{window.query()}" if window.query()
-                                                                                else "")}
+               "operations": operations, "map_url": page_url("service-map", window)}
     if not summary and not operations and not edges:
         return dict(context, empty=True)
     for row in operations:

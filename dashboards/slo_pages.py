@@ -26,7 +26,7 @@ from django.utils import timezone
 
 from dashboards import queries
 from dashboards.models import SLO, Alert, Channel, Delivery
-from dashboards.pages import figure, page
+from dashboards.pages import figure, page, stamp
 from dashboards.slos import windows
 from dashboards.slos.evaluate import series
 
@@ -142,16 +142,12 @@ def destination(channel):
 # --- The rollup series of an SLO ----------------------------------------------------------------
 
 
-def _stamp(moment):
-    return moment.strftime("%Y-%m-%d %H:%M:%S")
-
-
 def _minutes(delta):
     return max(1, int(delta.total_seconds() // 60))
 
 
 def sli_figure(slo, buckets, points):
-    x = [_stamp(b) for b in buckets]
+    x = [stamp(b) for b in buckets]
     y = []
     for bucket in buckets:
         bad, total = points.get(bucket, (0, 0))
@@ -187,7 +183,7 @@ def burn_figure(slo, conditions, start, end, step):
         return max(0, min(len(fine_buckets), math.ceil((moment - origin) / fine)))
 
     samples = [min(b + step, end) for b in queries.buckets(start, end, step)]
-    x = [_stamp(t) for t in samples]
+    x = [stamp(t) for t in samples]
     data = []
     for number, alert_window in enumerate(alert_windows):
         y = []
@@ -228,7 +224,7 @@ def burndown_figure(slo, end):
     for bucket in buckets:
         moment = min(bucket + step, end)
         spent += points.get(bucket, (0, 0))[0]
-        x.append(_stamp(moment))
+        x.append(stamp(moment))
         y.append(round((1 - spent / allowed) * 100, 3) if allowed else None)
         even.append(round((1 - max(0.0, (moment - start) / slo_window)) * 100, 3))
     data = [{"type": "scatter", "mode": "lines", "name": "budget remaining", "x": x, "y": y, "fill": "tozeroy",

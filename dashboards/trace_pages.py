@@ -11,14 +11,14 @@ from html import escape
 from urllib.parse import parse_qsl
 
 from django.shortcuts import render
-from django.urls import NoReverseMatch, reverse
+from django.urls import reverse
 from django.utils.safestring import mark_safe
 
 from dashboards import queries
 from dashboards.api import params
 from dashboards.api.http import BadParameter
 from dashboards.api.v1 import _decode_cursor, _encode_cursor, parse_trace_id, trace_document
-from dashboards.pages import figure, label, page
+from dashboards.pages import figure, label, page, search_url, service_url, trace_url
 
 DEFAULT_LIMIT, MAX_LIMIT = 100, 1000
 MAX_INDENT = 40  # deeper spans are indented like depth 40 (their depth is still shown)
@@ -68,20 +68,6 @@ def _form_values(query, filters):
     return values
 
 
-def trace_url(window, trace_id):
-    query = window.query()
-    return reverse("trace", args=[trace_id]) + (f"?{query}" if query else "")
-
-
-def _service_url(window, service):
-    try:
-        path = reverse("service", args=[service])
-    except NoReverseMatch:  # the service page is not there (yet)
-        return None
-    query = window.query()
-    return path + (f"?{query}" if query else "")
-
-
 def _hover(row):
     return (f"{label(row['root_service'] or '(root missing)')}<br>{label(row['root_operation'])}<br>"
             f"{row['duration_ms']:.2f} ms · {row['span_count']} spans"
@@ -118,8 +104,8 @@ def trace_search(request, window):
     found = rows[:filters["limit"]]
     for row in found:
         row["duration_ms"] = row["duration_ns"] / 1e6
-        row["url"] = trace_url(window, row["trace_id"])
-        row["service_url"] = _service_url(window, row["root_service"]) if row["root_service"] else None
+        row["url"] = trace_url(row["trace_id"], window)
+        row["service_url"] = service_url(row["root_service"], window) if row["root_service"] else None
     form = _form_values(request.GET, filters)
     search = {key: value for key, value in form.items() if value}
     more = window.query(**search, before=_encode_cursor(found[-1])) if len(rows) > filters["limit"] else None
@@ -252,6 +238,6 @@ def _trace_page(request, window, trace_bytes):
     return render(request, "dashboards/trace.html", {
         "trace": summary, "rows": waterfall_rows(ordered, document["duration_ms"]),
         "details": _details(ordered), "ticks": _ticks(document["duration_ms"]),
-        "root_url": _service_url(window, document["root_service"]) if document["root_service"] else None,
-        "search_url": reverse("trace-search") + (f"?{window.query()}" if window.query() else ""),
+        "root_url": service_url(document["root_service"], window) if document["root_service"] else None,
+        "search_url": search_url(window),
         "api_url": reverse("api-v1-trace", args=[trace_bytes.hex()]), "window": window})
