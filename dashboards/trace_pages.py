@@ -17,7 +17,7 @@ from django.utils.safestring import mark_safe
 from dashboards import queries
 from dashboards.api import params
 from dashboards.api.http import BadParameter
-from dashboards.api.v1 import _decode_cursor, _encode_cursor, parse_trace_id, trace_document
+from dashboards.api.v1 import decode_cursor, encode_cursor, parse_trace_id, trace_document
 from dashboards.pages import figure, label, page, search_url, service_url, trace_url
 
 DEFAULT_LIMIT, MAX_LIMIT = 100, 1000
@@ -100,7 +100,7 @@ def trace_search(request, window):
         window.start, window.end, service=filters["service"], operation=filters["operation"],
         attributes=filters["attributes"], min_duration_ns=filters["min_duration_ns"],
         max_duration_ns=filters["max_duration_ns"], status=filters["status"], environment=window.environment,
-        limit=filters["limit"], before=_decode_cursor(cursor) if cursor else None)
+        limit=filters["limit"], before=decode_cursor(cursor) if cursor else None)
     found = rows[:filters["limit"]]
     for row in found:
         row["duration_ms"] = row["duration_ns"] / 1e6
@@ -108,7 +108,7 @@ def trace_search(request, window):
         row["service_url"] = service_url(row["root_service"], window) if row["root_service"] else None
     form = _form_values(request.GET, filters)
     search = {key: value for key, value in form.items() if value}
-    more = window.query(**search, before=_encode_cursor(found[-1])) if len(rows) > filters["limit"] else None
+    more = window.query(**search, before=encode_cursor(found[-1])) if len(rows) > filters["limit"] else None
     return {"rows": found, "form": form, "figure": scatter(found), "more": more,
             "first_page": window.query(**search) if cursor else None, "continued": bool(cursor),
             "window_fields": parse_qsl(window.query())}

@@ -230,3 +230,10 @@ def test_long_ranges_read_whole_hours_from_the_hourly_rollups(api):
 def test_unknown_api_paths_are_json_404s_and_any_service_name_routes(api):
     assert api("/api/v1/nothing-here", 404)["error"]["status"] == 404
     assert api("/api/v1/services/line\nbreak/with/slashes/operations")["data"] == []
+
+
+def test_json_answers_carry_no_nan_or_infinity():
+    from dashboards.api.http import json_response
+
+    assert json_response({"a": float("nan"), "b": [float("inf"), 1.5]}).content == b'{"a": null, "b": [null, 1.5]}'
+    assert json_response({"a": 2.5}).content == b'{"a": 2.5}'

@@ -125,7 +125,10 @@ def _finite(value):
 
 
 def json_response(data, status=200):
-    body = json.dumps(_finite(data), default=_json_default, ensure_ascii=False, allow_nan=False)
+    try:
+        body = json.dumps(data, default=_json_default, ensure_ascii=False, allow_nan=False)
+    except ValueError:  # a NaN or an infinity somewhere: walk the data only then
+        body = json.dumps(_finite(data), default=_json_default, ensure_ascii=False, allow_nan=False)
     return HttpResponse(body, status=status, content_type="application/json")
 
 

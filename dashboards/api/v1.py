@@ -85,12 +85,12 @@ def hotspots(request):
 # --- Traces ------------------------------------------------------------------------------
 
 
-def _encode_cursor(row):
+def encode_cursor(row):
     raw = json.dumps([rfc3339(row["start_time"]), row["trace_id"]]).encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
-def _decode_cursor(value):
+def decode_cursor(value):
     try:
         moment, trace_id = json.loads(base64.urlsafe_b64decode(value + "=" * (-len(value) % 4)))
         return params.instant(moment, "cursor"), bytes.fromhex(trace_id)
@@ -121,10 +121,10 @@ def trace_search(request):
         start, end, service=params.text(query, "service"), operation=params.text(query, "operation"),
         attributes=params.attribute_filters(query), min_duration_ns=min_ns, max_duration_ns=max_ns,
         status=params.choice(query, "status", ("error", "ok")), environment=environment, limit=limit,
-        before=_decode_cursor(cursor) if cursor else None)
+        before=decode_cursor(cursor) if cursor else None)
     page = rows[:limit]
     return {"data": [_trace_item(row) for row in page],
-            "next_cursor": _encode_cursor(page[-1]) if len(rows) > limit else None}
+            "next_cursor": encode_cursor(page[-1]) if len(rows) > limit else None}
 
 
 def parse_trace_id(value, name="trace_id"):
