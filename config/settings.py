@@ -175,6 +175,9 @@ if len(set(_ports.values())) != len(_ports):
 WEB_WORKERS = env_int("SIGHTLINE_WEB_WORKERS", 2, minimum=1, maximum=64)
 WORKER_CONCURRENCY = env_int("SIGHTLINE_WORKER_CONCURRENCY", 2, minimum=1, maximum=64)
 INGEST_PROCESSES = env_int("SIGHTLINE_INGEST_PROCESSES", 1, minimum=1, maximum=64)
+# On SIGTERM a process stops taking new work and has this long to finish what it took
+# (ingest: requests in flight; web: requests; serve waits this long for its children).
+SHUTDOWN_GRACE_SECONDS = env_int("SIGHTLINE_SHUTDOWN_GRACE_SECONDS", 20, minimum=1, maximum=3600)
 
 # --- Ingest ----------------------------------------------------------------------
 
