@@ -8,6 +8,8 @@ this module adds is the plumbing people get wrong:
   used when it is new enough, else the one bundled in the pgserver wheel (PostgreSQL 16);
 - the connection from Sightline's own settings (embedded or DATABASE_URL), passed to the
   tools in PG* environment variables so a password never shows in `ps`;
+- restore(): into the configured database, which must be empty (or --replace), with
+  nothing else connected to it;
 - verify(): a backup is only known good once it has been restored. It reads the archive's
   table of contents, restores it into a scratch database on the same server, checks that
   every migration this code has is recorded there, counts what came back, and drops the
@@ -166,6 +168,35 @@ def verify(path, keep=False, log=lambda line: None):
         raise BackupError(f"the restored database lacks {len(missing)} migration(s) this code has "
                           f"(first: {missing[0]}); restore it, then run manage.py migrate")
     return Verified(len(entries), counts, missing, time.monotonic() - started)
+
+
+def restore(path, replace=False, log=lambda line: None):
+    """pg_restore path into the configured database; returns (missing migrations, counts)."""
+    path = Path(path)
+    if not path.is_file():
+        raise BackupError(f"no such file: {path}")
+    pg_restore = find_tool("pg_restore", server_major())
+    connection.close()  # Django's own connection is not one of the others
+    database = settings.DATABASES["default"]["NAME"]
+    with _connect(database) as target:
+        others = target.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                                "AND pid <> pg_backend_pid()").fetchone()[0]
+        if others:
+            raise BackupError(f"{others} other connection(s) to database {database}: stop Sightline's processes "
+                              "(serve, ingest, web, worker, beat) before restoring")
+        tables = target.execute("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'").fetchone()[0]
+        if tables and not replace:
+            raise BackupError(f"database {database} already has {tables} tables: restore into an empty database, "
+                              "or pass --replace to drop everything in it first")
+        if tables:
+            log(f"dropping the {tables} tables of {database}")
+            target.execute("DROP SCHEMA public CASCADE")
+            target.execute("CREATE SCHEMA public")
+    log(f"restoring {path} into {database}")
+    _run([pg_restore, "--exit-on-error", "--no-owner", "--no-privileges", "--dbname", database, str(path)],
+         libpq_environment(database), "pg_restore")
+    with _connect(database) as restored:
+        return _missing_migrations(restored), [_count(restored, *item) for item in COUNTED]
 
 
 def _connect(database):
