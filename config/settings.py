@@ -3,14 +3,16 @@
 Every environment variable Sightline reads is read here, through the env_* helpers
 below, and validated at import: a bad value raises ImproperlyConfigured naming the
 variable, which stops any process (web, ingest, worker, beat, serve) at start.
-`.env.example` lists every variable with its default; tests/test_config.py checks
-that the two agree.
+`.env.example` lists every variable with its default and a description;
+docs/configuration.md is generated from the two by config/reference.py, and
+tests/test_config.py checks that all three agree.
 """
 
 import os
 import secrets
 import warnings
 from pathlib import Path
+from typing import NamedTuple
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from django.core.exceptions import ImproperlyConfigured
@@ -20,37 +22,53 @@ from traces.schedule import beat_schedule
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
-# Every variable read through the helpers, with its default as text ("" = unset).
-# tests/test_config.py compares this with .env.example.
+
+class EnvType(NamedTuple):
+    """What a variable holds, for the configuration reference (config/reference.py)."""
+
+    kind: str  # string, secret, file, directory, boolean, integer, port, list, url or choice
+    minimum: int | None = None
+    maximum: int | None = None
+    values: tuple[str, ...] = ()  # url: its schemes; choice: the accepted values
+
+
+# Every variable read through the helpers, with its default as text ("" = unset) and
+# its type. tests/test_config.py compares these with .env.example and docs/configuration.md.
 ENV_DEFAULTS: dict[str, str] = {}
+ENV_TYPES: dict[str, EnvType] = {}
+
+POSTGRES_SCHEMES = ("postgresql", "postgres")
+REDIS_SCHEMES = ("redis", "rediss", "unix")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 
-def _raw(name, default):
+def _raw(name, default, type_):
     ENV_DEFAULTS[name] = "" if default is None else str(default)
+    ENV_TYPES[name] = type_
     value = os.environ.get(name)
     if value is None or value.strip() == "":
         return None
     return value.strip()
 
 
-def env_str(name, default=None):
-    value = _raw(name, default)
+def env_str(name, default=None, type_=EnvType("string")):
+    value = _raw(name, default, type_)
     return default if value is None else value
 
 
 def env_secret(name, default=None):
     """A secret, read from NAME or from the file named by NAME_FILE."""
-    file_name = _raw(name + "_FILE", None)
+    file_name = _raw(name + "_FILE", None, EnvType("file"))
     if file_name:
         try:
             return Path(file_name).read_text().strip()
         except OSError as exc:
             raise ImproperlyConfigured(f"{name}_FILE: cannot read {file_name!r}: {exc.strerror}")
-    return env_str(name, default)
+    return env_str(name, default, EnvType("secret"))
 
 
 def env_bool(name, default=False):
-    value = _raw(name, "true" if default else "false")
+    value = _raw(name, "true" if default else "false", EnvType("boolean"))
     if value is None:
         return default
     lowered = value.lower()
@@ -61,8 +79,8 @@ def env_bool(name, default=False):
     raise ImproperlyConfigured(f"{name} must be true or false, got {value!r}")
 
 
-def env_int(name, default, minimum=None, maximum=None):
-    value = _raw(name, default)
+def env_int(name, default, minimum=None, maximum=None, kind="integer"):
+    value = _raw(name, default, EnvType(kind, minimum, maximum))
     if value is None:
         return default
     try:
@@ -75,11 +93,12 @@ def env_int(name, default, minimum=None, maximum=None):
 
 
 def env_port(name, default):
-    return env_int(name, default, minimum=1, maximum=65535)
+    return env_int(name, default, minimum=1, maximum=65535, kind="port")
 
 
 def env_list(name, default=""):
-    value = _raw(name, default)
+    """A comma-separated list."""
+    value = _raw(name, default, EnvType("list"))
     if value is None:
         value = default
     return [item.strip() for item in value.split(",") if item.strip()]
@@ -88,7 +107,7 @@ def env_list(name, default=""):
 def parse_database_url(name, url):
     """postgres://user:password@host:port/dbname?sslmode=... -> Django DATABASES entry."""
     parts = urlsplit(url)
-    if parts.scheme not in ("postgres", "postgresql"):
+    if parts.scheme not in POSTGRES_SCHEMES:
         raise ImproperlyConfigured(
             f"{name} must be a postgresql:// URL (Sightline stores data in PostgreSQL only), got scheme {parts.scheme!r}"
         )
@@ -117,7 +136,7 @@ def parse_database_url(name, url):
 
 def check_redis_url(name, url):
     parts = urlsplit(url)
-    if parts.scheme not in ("redis", "rediss", "unix"):
+    if parts.scheme not in REDIS_SCHEMES:
         raise ImproperlyConfigured(f"{name} must be a redis://, rediss:// or unix:// URL, got {url!r}")
     try:
         parts.port
@@ -128,7 +147,7 @@ def check_redis_url(name, url):
 
 # --- Where things live -------------------------------------------------------------
 
-_data_dir = env_str("SIGHTLINE_DATA_DIR", "./var")
+_data_dir = env_str("SIGHTLINE_DATA_DIR", "./var", EnvType("directory"))
 # The default lives beside manage.py whatever the working directory; a value that is
 # set is taken as given (relative to the working directory).
 DATA_DIR = (BASE_DIR / "var") if _data_dir == "./var" else Path(_data_dir).resolve()
@@ -147,8 +166,8 @@ def _embedded_value(key):
     return None
 
 
-DATABASE_URL = env_str("DATABASE_URL")
-REDIS_URL = env_str("REDIS_URL")
+DATABASE_URL = env_str("DATABASE_URL", None, EnvType("url", values=POSTGRES_SCHEMES))
+REDIS_URL = env_str("REDIS_URL", None, EnvType("url", values=REDIS_SCHEMES))
 # With DATABASE_URL / REDIS_URL unset, `serve` starts embedded servers. Commands run
 # beside a running `serve` find them through EMBEDDED_ENV_FILE.
 USING_EMBEDDED_DATABASE = DATABASE_URL is None
@@ -188,8 +207,8 @@ INGEST_MAX_INFLIGHT = env_int("SIGHTLINE_INGEST_MAX_INFLIGHT", 8, minimum=1, max
 # When set, exporters must send "Authorization: Bearer <one of these>".
 INGEST_TOKENS = env_list("SIGHTLINE_INGEST_TOKENS", "")
 # TLS for OTLP/gRPC: both files, or neither.
-GRPC_TLS_CERT = env_str("SIGHTLINE_GRPC_TLS_CERT")
-GRPC_TLS_KEY = env_str("SIGHTLINE_GRPC_TLS_KEY")
+GRPC_TLS_CERT = env_str("SIGHTLINE_GRPC_TLS_CERT", None, EnvType("file"))
+GRPC_TLS_KEY = env_str("SIGHTLINE_GRPC_TLS_KEY", None, EnvType("file"))
 if bool(GRPC_TLS_CERT) != bool(GRPC_TLS_KEY):
     raise ImproperlyConfigured("SIGHTLINE_GRPC_TLS_CERT and SIGHTLINE_GRPC_TLS_KEY must be set together")
 for _name, _path in (("SIGHTLINE_GRPC_TLS_CERT", GRPC_TLS_CERT), ("SIGHTLINE_GRPC_TLS_KEY", GRPC_TLS_KEY)):
@@ -341,8 +360,8 @@ warnings.filterwarnings("ignore", message="No directory at")
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 LOGIN_URL = "/login/"
 
-LOG_LEVEL = env_str("SIGHTLINE_LOG_LEVEL", "INFO").upper()
-if LOG_LEVEL not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+LOG_LEVEL = env_str("SIGHTLINE_LOG_LEVEL", "INFO", EnvType("choice", values=LOG_LEVELS)).upper()
+if LOG_LEVEL not in LOG_LEVELS:
     raise ImproperlyConfigured(f"SIGHTLINE_LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR, got {LOG_LEVEL!r}")
 LOGGING = {
     "version": 1,

@@ -1,9 +1,13 @@
 """Configuration comes from the environment, is validated at start, and is documented."""
 
+import re
+import runpy
 import subprocess
 
 import pytest
+from django.core.exceptions import ImproperlyConfigured
 
+from config import reference
 from config import settings as sightline_settings
 from tests.conftest import PYTHON, ROOT, sightline_env
 
@@ -53,3 +57,92 @@ def env_example():
 
 def test_env_example_lists_every_variable_with_its_default():
     assert env_example() == sightline_settings.ENV_DEFAULTS
+
+
+def test_the_configuration_reference_is_the_generators_output():
+    written = reference.REFERENCE.read_text() if reference.REFERENCE.is_file() else ""
+    assert written == reference.generate(), f"docs/configuration.md is out of date; regenerate it with: {reference.COMMAND}"
+
+
+def reference_rows():
+    """Variable -> (default cell, type cell, description cell) of docs/configuration.md's tables."""
+    rows = {}
+    for line in reference.REFERENCE.read_text().splitlines():
+        match = re.fullmatch(r"\| `(\w+)` \| (.*?) \| (.*?) \| (.*) \|", line)
+        if match:
+            assert match[1] not in rows, f"{match[1]} is listed twice"
+            rows[match[1]] = match.groups()[1:]
+    return rows
+
+
+def test_the_reference_names_every_variable_with_its_default_and_type():
+    rows = reference_rows()
+    assert set(rows) == set(sightline_settings.ENV_DEFAULTS)
+    for name, default in sightline_settings.ENV_DEFAULTS.items():
+        cell, type_cell, description = rows[name]
+        assert cell == (f"`{default}`" if default else "unset"), name
+        assert type_cell == reference.describe_type(sightline_settings.ENV_TYPES[name]), name
+        assert description, name
+
+
+def test_every_variable_in_env_example_has_its_own_description():
+    sections = reference.read_env_example()
+    assert sections and all(section.variables for section in sections)
+    for section in sections:
+        for variable in section.variables:
+            assert len(variable.description.split()) >= 3, f".env.example: describe {variable.name} in a comment line above it"
+
+
+def test_every_type_is_recorded_as_the_settings_read_it():
+    assert set(sightline_settings.ENV_TYPES) == set(sightline_settings.ENV_DEFAULTS)
+    for name, env_type in sightline_settings.ENV_TYPES.items():
+        if env_type.kind in ("integer", "port"):
+            assert env_type.minimum is not None, f"{name}: an integer without a lower bound"
+        if env_type.kind in ("url", "choice"):
+            assert env_type.values, name
+
+
+def settings_outcome(monkeypatch, name, value):
+    """Run config/settings.py afresh with NAME=value: None if accepted, else the error message."""
+    monkeypatch.setenv("SECRET_KEY", "test")  # no key file written
+    monkeypatch.setenv(name, value)
+    try:
+        runpy.run_path(str(ROOT / "config" / "settings.py"))
+    except ImproperlyConfigured as exc:
+        return str(exc)
+    finally:
+        monkeypatch.undo()
+    return None
+
+
+def type_examples(env_type):
+    """(value, accepted?) pairs a variable of this type must treat as stated in the reference."""
+    kind, low, high, values = env_type
+    if kind in ("integer", "port"):
+        yield str(low), True
+        yield str(low - 1), False
+        yield "ten", False
+        if high is not None:
+            yield str(high), True
+            yield str(high + 1), False
+    elif kind == "boolean":
+        yield from (("on", True), ("No", True), ("maybe", False))
+    elif kind == "url":
+        yield from ((f"{scheme}://user@host:1/sightline" if scheme.startswith("postgres") else f"{scheme}://host:1/0", True)
+                    for scheme in values)
+        yield "http://host/x", False
+    elif kind == "choice":
+        yield from ((value.lower(), True) for value in values)
+        yield "chatty", False
+    elif kind == "file":
+        yield "/nonexistent/sightline-test-file", False
+
+
+@pytest.mark.parametrize("name", sorted(sightline_settings.ENV_TYPES))
+def test_the_types_in_the_reference_are_the_ones_enforced(monkeypatch, name):
+    for value, accepted in type_examples(sightline_settings.ENV_TYPES[name]):
+        error = settings_outcome(monkeypatch, name, value)
+        if accepted:
+            assert error is None, f"{name}={value!r} should be accepted: {error}"
+        else:
+            assert error and name in error, f"{name}={value!r} should stop start-up naming {name}, got {error!r}"
