@@ -13,7 +13,9 @@ Bad input is never a 500: senders retry, so a crash on one body would become a l
 """
 
 import logging
+import os
 import re
+import select
 import socket
 import threading
 import time
@@ -173,6 +175,39 @@ class OTLPHandler(BaseHTTPRequestHandler):
     server_version = "Sightline"
     timeout = READ_TIMEOUT_SECONDS
 
+    def handle(self):
+        """The requests of one connection: the first, then the next while the client keeps it open."""
+        self.close_connection = True
+        self.handle_one_request()
+        while not self.close_connection and self._next_request():
+            self.handle_one_request()
+
+    def _next_request(self):
+        """Wait for the next request on a kept-alive connection; False to close it instead.
+
+        Closed when the client stays idle past the read timeout, and at once when the
+        server drains: an idle connection holds no request, so closing it loses nothing,
+        and the exporter sends its next one on a new connection, to a process that is up.
+        A request that arrived with the drain is answered (and the connection closed after).
+        """
+        if self._buffered():  # pipelined: the next request is here already
+            return True
+        poller = select.poll()
+        poller.register(self.connection, select.POLLIN)
+        poller.register(self.server.draining_fd, select.POLLIN)
+        ready = dict(poller.poll(self.timeout * 1000))
+        return self.connection.fileno() in ready
+
+    def _buffered(self):
+        """Whether bytes of the next request are already read or waiting, without blocking."""
+        self.connection.settimeout(0)
+        try:
+            return bool(self.rfile.peek(1))  # b"" when nothing is there yet (or at EOF)
+        except OSError:
+            return True  # let handle_one_request meet the error and close
+        finally:
+            self.connection.settimeout(self.timeout)
+
     def do_POST(self):
         # The request's content type is the answer's; errors before it is known answer JSON.
         self._format = PROTOBUF if _media_type(self.headers.get("Content-Type")) == PROTOBUF else JSON
@@ -270,6 +305,8 @@ class OTLPHandler(BaseHTTPRequestHandler):
         body = otlp_json.encode(message) if self._format == JSON else message.SerializeToString()
         if not self._body_read:  # the unread body would be taken for the next request
             self.close_connection = True
+        if self.server.draining:  # the last answer on this connection: the client reconnects elsewhere
+            self.close_connection = True
         try:
             self.send_response(http_status)
             self.send_header("Content-Type", self._format)
@@ -312,13 +349,69 @@ class OTLPHandler(BaseHTTPRequestHandler):
 
 
 class OTLPHTTPServer(ThreadingHTTPServer):
-    daemon_threads = True  # a stuck connection never blocks shutdown
+    """The threaded HTTP server, with a drain: see drain()."""
+
+    daemon_threads = True  # a connection still open when the drain gives up does not hold the exit
+    block_on_close = False  # drain() waits for the connections, up to the grace
     allow_reuse_address = True
     request_queue_size = 128
 
     def __init__(self, address):
         self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
+        self.draining = False
+        # Readable once the drain starts: wakes the connections waiting for a next request.
+        self.draining_fd, self._start_draining_fd = os.pipe()
+        self._connections = set()  # the threads serving a connection
+        self._connections_lock = threading.Lock()
         super().__init__(address, OTLPHandler)
+
+    def process_request(self, request, client_address):
+        thread = threading.Thread(target=self._serve_connection, args=(request, client_address),
+                                  daemon=True, name="otlp-http-connection")
+        with self._connections_lock:
+            self._connections.add(thread)
+        thread.start()
+
+    def _serve_connection(self, request, client_address):
+        try:
+            self.process_request_thread(request, client_address)
+        finally:
+            with self._connections_lock:
+                self._connections.discard(threading.current_thread())
+
+    def open_connections(self):
+        with self._connections_lock:
+            return len(self._connections)
+
+    def drain(self, deadline):
+        """Stop taking connections, close idle ones, answer the requests in flight.
+
+        1. Mark the server draining: each connection closes after its current answer,
+           and the ones waiting for a next request close now.
+        2. Stop serve_forever(), take the connections the kernel has already accepted
+           (their clients are connected and sending: closing the listening socket would
+           reset them), and close the listening socket: new connections are refused.
+        3. Wait until every connection is closed, or until deadline (time.monotonic()).
+        Returns how many connections were still open at the deadline.
+        """
+        self.draining = True
+        os.write(self._start_draining_fd, b"x")
+        self.shutdown()
+        self.socket.setblocking(False)
+        while True:
+            try:
+                request, client_address = self.socket.accept()
+            except OSError:  # none left (BlockingIOError), or the socket failed
+                break
+            self.process_request(request, client_address)
+        self.server_close()
+        while True:
+            with self._connections_lock:
+                threads = list(self._connections)
+            remaining = deadline - time.monotonic()
+            if not threads or remaining <= 0:
+                return len(threads)
+            threads[0].join(remaining)
 
     def server_bind(self):
         # Several ingest processes listen on the same port; the kernel spreads connections.
