@@ -10,6 +10,7 @@ tests/test_config.py checks that all three agree.
 
 import os
 import secrets
+import time
 import warnings
 from pathlib import Path
 from typing import NamedTuple
@@ -230,8 +231,10 @@ RETENTION_DAYS = env_int("SIGHTLINE_RETENTION_DAYS", 7, minimum=1, maximum=3650)
 # Per signal; unset = SIGHTLINE_RETENTION_DAYS.
 RETENTION_DAYS_SPANS = env_int("SIGHTLINE_RETENTION_DAYS_SPANS", None, minimum=1, maximum=3650) or RETENTION_DAYS
 RETENTION_DAYS_METRICS = env_int("SIGHTLINE_RETENTION_DAYS_METRICS", None, minimum=1, maximum=3650) or RETENTION_DAYS
-# RED and service-graph rollups (what charts and SLOs read); unset = SIGHTLINE_RETENTION_DAYS.
-RETENTION_DAYS_ROLLUPS = env_int("SIGHTLINE_RETENTION_DAYS_ROLLUPS", None, minimum=1, maximum=3650) or RETENTION_DAYS
+# RED and service-graph rollups (what charts and SLOs read). Unset: the longer of
+# SIGHTLINE_RETENTION_DAYS and 30 days, so a 30-day SLO (the default window) sees its window.
+RETENTION_DAYS_ROLLUPS = (env_int("SIGHTLINE_RETENTION_DAYS_ROLLUPS", None, minimum=1, maximum=3650)
+                          or max(RETENTION_DAYS, 30))
 
 # --- Query API -------------------------------------------------------------------
 
@@ -272,19 +275,26 @@ def _secret_key():
     if key:
         return key
     # One machine, no key given: make one and keep it beside the data, so sessions
-    # survive restarts. Production sets SECRET_KEY (or SECRET_KEY_FILE).
+    # survive restarts and every process uses the same one. Created exclusively: of
+    # processes starting together, one writes it and the others read it.
+    # Production sets SECRET_KEY (or SECRET_KEY_FILE).
     path = DATA_DIR / "secret_key"
     try:
-        return path.read_text().strip()
-    except OSError:
-        pass
-    key = secrets.token_urlsafe(50)
-    try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(key)
-        path.chmod(0o600)
-    except OSError:
-        pass
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        for _ in range(50):
+            key = path.read_text().strip()
+            if key:
+                return key
+            time.sleep(0.1)  # another process created it and is writing it
+        raise ImproperlyConfigured(f"SECRET_KEY is unset and {path} is empty: delete it, or set SECRET_KEY") from None
+    except OSError as exc:
+        raise ImproperlyConfigured(f"SECRET_KEY is unset and {path} cannot be created ({exc.strerror}): "
+                                   "set SECRET_KEY or SECRET_KEY_FILE, or make SIGHTLINE_DATA_DIR writable") from None
+    key = secrets.token_urlsafe(50)
+    with os.fdopen(descriptor, "w") as file:
+        file.write(key)
     return key
 
 
@@ -382,5 +392,9 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": TASK_VISIBILITY_SECONDS}
 CELERY_BEAT_SCHEDULE_FILENAME = str(DATA_DIR / "run" / "celerybeat-schedule")
+try:  # serve makes it; beat run on its own (a container, a unit file) needs it too
+    (DATA_DIR / "run").mkdir(parents=True, exist_ok=True)
+except OSError:
+    pass  # a read-only data dir: beat's own error names the file
 CELERY_TIMEZONE = "UTC"
 CELERY_BEAT_SCHEDULE = {**beat_schedule(SETTLE_TICK_SECONDS), **dashboards_schedule(SLO_EVAL_SECONDS)}

@@ -146,3 +146,23 @@ def test_the_types_in_the_reference_are_the_ones_enforced(monkeypatch, name):
             assert error is None, f"{name}={value!r} should be accepted: {error}"
         else:
             assert error and name in error, f"{name}={value!r} should stop start-up naming {name}, got {error!r}"
+
+
+def test_processes_without_secret_key_share_the_one_generated_in_the_data_dir(tmp_path, ports):
+    env = sightline_env(ports, tmp_path / "data")
+    env.pop("SECRET_KEY", None)
+    argv = [PYTHON, str(ROOT / "manage.py"), "shell", "-c", "from django.conf import settings; print(settings.SECRET_KEY)"]
+    procs = [subprocess.Popen(argv, env=env, cwd=ROOT, stdout=subprocess.PIPE, text=True) for _ in range(3)]
+    keys = {proc.communicate(timeout=60)[0].strip() for proc in procs}
+    assert len(keys) == 1 and len(keys.pop()) > 40
+    assert (tmp_path / "data" / "secret_key").stat().st_mode & 0o777 == 0o600
+
+
+def test_without_secret_key_an_unwritable_data_dir_stops_start_up_naming_it(tmp_path, ports):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    env = sightline_env(ports, blocker / "data")
+    env.pop("SECRET_KEY", None)
+    result = run_check(env)
+    assert result.returncode == 2
+    assert "SECRET_KEY is unset" in result.stderr and "Traceback" not in result.stderr
