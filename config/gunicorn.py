@@ -11,7 +11,8 @@ workers = settings.WEB_WORKERS
 worker_class = "gthread"
 threads = 4
 timeout = 60
-graceful_timeout = 5
+# On SIGTERM the workers stop accepting and have this long to finish their requests.
+graceful_timeout = settings.SHUTDOWN_GRACE_SECONDS
 accesslog = None
 errorlog = "-"
 loglevel = settings.LOG_LEVEL.lower()

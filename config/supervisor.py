@@ -1,10 +1,18 @@
 """A small process supervisor for the all-in-one `manage.py serve`.
 
-Each child runs in its own session (process group), so stopping it also stops what it
-forked (gunicorn and Celery workers). Its output is copied line by line to stdout with
-the child's name in front. A child that exits while the supervisor is running is
-restarted after a backoff that doubles up to 30 s and resets once the child has stayed
-up for a minute.
+Each child runs in its own session (process group). Its output is copied line by line to
+stdout with the child's name in front. A child that exits while the supervisor is
+running is restarted after a backoff that doubles up to 30 s and resets once the child
+has stayed up for a minute.
+
+Stopping (shutdown()) goes by stop order, lowest first; the children of one order stop
+together:
+1. SIGTERM to each child's own process, not its group: the child stops what it forked the
+   way it means to (gunicorn's workers finish their requests, Celery's pool its tasks; a
+   SIGTERM reaching Celery's pool processes directly would end the running task instead).
+2. Wait until each child's whole group is gone, up to the grace.
+3. SIGKILL what is left of the groups.
+A second stop() (Ctrl-C again) skips the rest of the waiting: whatever runs is killed.
 """
 
 import os
@@ -35,8 +43,9 @@ class Output:
 
 
 class Child:
-    def __init__(self, name, argv, env, output):
+    def __init__(self, name, argv, env, output, stop_order=0):
         self.name = name
+        self.stop_order = stop_order
         self.argv = argv
         self.env = env
         self.output = output
@@ -76,6 +85,18 @@ class Child:
         self.restart_at = now + self.backoff
         self.backoff = min(self.backoff * 2, MAX_BACKOFF)
 
+    def terminate(self):
+        """SIGTERM the child's own process (not its group): it stops its own children.
+
+        If it is gone and left processes in its group, nothing will stop those: SIGTERM them.
+        """
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        elif self.running():
+            self.signal_group(signal.SIGTERM)
+
     def signal_group(self, sig):
         if self.proc is None:
             return
@@ -101,9 +122,10 @@ class Supervisor:
         self.output = output or Output()
         self.children = []
         self.stopping = threading.Event()
+        self.hurry = threading.Event()  # asked to stop twice: kill instead of waiting
 
-    def add(self, name, argv, env):
-        self.children.append(Child(name, argv, env, self.output))
+    def add(self, name, argv, env, stop_order=0):
+        self.children.append(Child(name, argv, env, self.output, stop_order))
 
     def run(self, watch=None):
         """Start every child and keep them up until stop() is called.
@@ -122,22 +144,37 @@ class Supervisor:
                 break
 
     def stop(self):
+        """Ask run() to return; asked again (a second Ctrl-C), shutdown() stops waiting."""
+        if self.stopping.is_set():
+            self.hurry.set()
         self.stopping.set()
 
     def shutdown(self, grace=7.0):
-        """SIGTERM every child's group, then SIGKILL whatever is left after grace seconds."""
-        for child in self.children:
-            child.signal_group(signal.SIGTERM)
-        deadline = time.monotonic() + grace
-        while time.monotonic() < deadline and any(child.running() for child in self.children):
+        """Stop the children in stop order, each order's SIGTERMed and given grace seconds to exit."""
+        self.stopping.set()  # a signal from now on means: hurry
+        for order in sorted({child.stop_order for child in self.children}):
+            self._stop([child for child in self.children if child.stop_order == order], grace)
+
+    def _stop(self, children, grace):
+        started = time.monotonic()
+        for child in children:
+            child.terminate()
+        waiting = {child for child in children if child.running()}
+        while waiting and time.monotonic() < started + grace and not self.hurry.is_set():
             time.sleep(0.1)
-        for child in self.children:
+            for child in [child for child in waiting if not child.running()]:
+                waiting.discard(child)
+                self._stopped(child, started)
+        for child in waiting:
             if child.running():
-                self.output.line(child.name, f"did not stop within {grace:.0f} s; killing it")
+                why = "asked to stop at once" if self.hurry.is_set() else f"did not stop within {grace:.0f} s"
+                self.output.line(child.name, f"{why}; killing it")
                 child.signal_group(signal.SIGKILL)
-        for child in self.children:
-            if child.proc is not None:
-                try:
-                    child.proc.wait(2)
-                except subprocess.TimeoutExpired:
-                    pass
+            try:
+                self._stopped(child, started, timeout=2)
+            except subprocess.TimeoutExpired:
+                pass
+
+    def _stopped(self, child, started, timeout=None):
+        code = child.proc.wait(timeout)
+        self.output.line(child.name, f"stopped, exit code {code}, in {time.monotonic() - started:.1f} s")

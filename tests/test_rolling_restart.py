@@ -183,6 +183,35 @@ def test_requests_still_running_after_the_grace_are_not_answered_and_ingest_exit
     assert Span.objects.filter(trace_id=trace_id).count() == 0
 
 
+def test_with_several_processes_sigterm_to_the_parent_drains_every_receiver(start_ingest):
+    ingest = start_ingest(args=("--processes", "2"), SIGHTLINE_SHUTDOWN_GRACE_SECONDS="10")
+    proc = ingest["proc"]
+    wait_until(lambda: len(proc.descendants()) == 2, 30, "two receiver processes", proc)
+    children = proc.descendants()
+    service = f"many-{uuid.uuid4().hex[:8]}"
+    held = WritesHeld()
+    results, threads, requests = {}, [], []
+    try:
+        for index in range(4):  # on four connections: the kernel spreads them over both
+            requests.append(trace_request(service, spans=2))
+            connection = http.client.HTTPConnection("127.0.0.1", ingest["ports"]["http"], timeout=20)
+            threads.append(in_thread(results, index, post_traces, connection, requests[-1]))
+        wait_until(lambda: WritesHeld.waiting() >= 4, 20, "four exports waiting for their write", proc)
+        proc.proc.send_signal(signal.SIGTERM)  # the parent only, as serve and container runtimes do
+        wait_until(lambda: proc.output.count("stopping:") == 2, 10, "both receivers draining", proc)
+        time.sleep(0.5)
+        assert proc.proc.poll() is None
+    finally:
+        held.release()
+    assert proc.proc.wait(15) == 0, proc.output[-3000:]
+    for thread in threads:
+        thread.join(10)
+    assert results == {index: (200, "close") for index in range(4)}
+    assert not any(child.is_running() and child.status() != "zombie" for child in children)
+    for request in requests:
+        assert Span.objects.filter(trace_id=request.resource_spans[0].scope_spans[0].spans[0].trace_id).count() == 2
+
+
 # --- a rolling restart under load ---------------------------------------------------------
 
 class Load:

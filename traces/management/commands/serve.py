@@ -3,7 +3,14 @@
 1. Start embedded PostgreSQL and Redis for whichever of DATABASE_URL / REDIS_URL is unset.
 2. Apply migrations.
 3. Run ingest, web, worker and beat as supervised child processes, restarting any that dies.
-4. On Ctrl-C or SIGTERM, stop the children, then the embedded servers.
+4. On Ctrl-C or SIGTERM, stop the children, then the embedded servers; a second Ctrl-C
+   kills what is still running.
+
+Stopping order: first what takes in or schedules work (ingest, web, beat), so nothing new
+arrives; each finishes and answers what it took, for up to SIGHTLINE_SHUTDOWN_GRACE_SECONDS
+(what ingest acknowledged is committed and handed to correlation through Redis). Then the
+worker, which finishes its running tasks (messages it took but did not start go back to
+the queue). Then the embedded Redis and PostgreSQL, which every child needs until it exits.
 """
 
 import os
@@ -16,6 +23,11 @@ from django.core.management.base import BaseCommand, CommandError
 
 from config.embedded import EmbeddedPostgres, EmbeddedRedis
 from config.supervisor import Output, Supervisor
+
+STOP_ORDER = {"ingest": 0, "web": 0, "beat": 0, "worker": 1}
+# Past the grace, what a child may take to exit (ingest with several processes waits
+# ingest.server.EXIT_MARGIN_SECONDS for its own) before it is killed.
+STOP_MARGIN_SECONDS = 5
 
 
 def process_commands(python=sys.executable):
@@ -59,13 +71,13 @@ class Command(BaseCommand):
             if not options["no_migrate"] and not stop.stopping.is_set():
                 self._migrate(env, output)
             for name, argv in process_commands().items():
-                stop.add(name, argv, env)
+                stop.add(name, argv, env, stop_order=STOP_ORDER[name])
             if not stop.stopping.is_set():
                 self._banner(say)
                 stop.run(watch=lambda: self._watch_embedded(embedded))
         finally:
             say("stopping")
-            stop.shutdown()
+            stop.shutdown(grace=settings.SHUTDOWN_GRACE_SECONDS + STOP_MARGIN_SECONDS)
             for server in reversed(embedded):
                 server.stop()
             settings.EMBEDDED_ENV_FILE.unlink(missing_ok=True)
