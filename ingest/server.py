@@ -122,7 +122,8 @@ def _serve_many(processes):
             if child.poll() is not None:
                 log.warning("ingest process %d exited with code %s; restarting it", child.pid, child.returncode)
                 children[index] = start()
-    # Each drains on its own (a Ctrl-C in a terminal reaches them directly, SIGTERM may not).
+    # Pass SIGTERM on; each child drains on its own (after a Ctrl-C in a terminal, which
+    # reached them too, a second signal changes nothing).
     for child in children:
         child.terminate()
     deadline = time.monotonic() + settings.SHUTDOWN_GRACE_SECONDS + EXIT_MARGIN_SECONDS
