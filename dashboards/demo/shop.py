@@ -250,7 +250,8 @@ class Shop:
         return True
 
     def _redis(self, caller, command, key, median=0.3):
-        span = caller.child(command, CLIENT, REDIS, {
+        # named as the database conventions name a call with no collection: operation and server
+        span = caller.child(f"{command} redis:6379", CLIENT, REDIS, {
             "db.system": "redis", "db.system.name": "redis", "db.operation.name": command,
             "db.query.text": f"{command} {key}", "server.address": "redis", "server.port": 6379})
         span.work(self.ms(median, 0.5))

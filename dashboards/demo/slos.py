@@ -13,11 +13,11 @@ from dashboards.models import SLO
 SAMPLE_SLOS = (
     {"name": "checkout-availability",
      "description": "99.5 % of the orders checkout is asked to place succeed (demo shop; "
-                    "`manage.py demo --fault inventory-errors` burns it).",
+                    "manage.py demo --fault inventory-errors burns it).",
      "service": "checkout", "sli": {"type": "availability"}, "objective": 0.995, "window": "30d"},
     {"name": "checkout-latency",
      "description": "95 % of checkouts in the shop's frontend finish within 1 s (demo shop; "
-                    "`manage.py demo --fault payment-slow` burns it).",
+                    "manage.py demo --fault payment-slow burns it).",
      "service": "frontend", "operation": "POST /checkout", "sli": {"type": "latency", "threshold_ms": 1000},
      "objective": 0.95, "window": "30d"},
 )
