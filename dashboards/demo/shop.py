@@ -28,6 +28,7 @@ SERVER, CLIENT, PRODUCER, CONSUMER, INTERNAL = "server", "client", "producer", "
 VERSIONS = {"frontend": "2.14.0", "cart": "1.8.3", "checkout": "3.2.1", "payment": "2.0.5",
             "inventory": "1.12.0", "shipping": "1.3.2", "email": "1.1.4"}
 SERVICES = tuple(VERSIONS)
+ADDRESSES = {service: f"10.0.1.{index + 10}" for index, service in enumerate(SERVICES)}  # inside the cluster
 
 FAULTS = {
     "payment-slow": "every charge waits 0.6-1.2 s for a connection to the card gateway: payment's charge "
@@ -220,7 +221,7 @@ class Shop:
         server = client.child(f"{method} {route}", SERVER, HTTP_SERVER, {
             "http.request.method": method, "http.route": route, "url.path": path, "url.scheme": "http",
             "server.address": service, "server.port": 8080, "network.protocol.version": "1.1",
-            "client.address": f"10.0.{len(caller.service)}.{len(caller.service) * 7 % 250 + 2}",
+            "client.address": ADDRESSES[caller.service],
             "user_agent.original": "python-requests/2.32.3"}, service=service)
         server.work(self.ms(0.3))
         status = handler(server)

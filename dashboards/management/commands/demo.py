@@ -28,7 +28,8 @@ class Command(BaseCommand):
                             help="stop after this many seconds of live traffic (default: run until Ctrl-C; "
                                  "0: only load the history)")
         parser.add_argument("--history", type=float, default=0.0, metavar="HOURS",
-                            help="first load this many hours of back-dated traces in one go, e.g. 3 (default 0)")
+                            help="first load this many hours of back-dated traces in one go, e.g. 3 (default 0; "
+                                 "with --fault, their last 10 minutes have the fault too)")
         parser.add_argument("--fault", default=None, help=f"switch a fault on. {faults}")
         parser.add_argument("--endpoint", default=None,
                             help="OTLP/gRPC endpoint (default: this Sightline's, http://<SIGHTLINE_BIND>:"
