@@ -199,3 +199,21 @@ def test_retention_analyses_the_recent_partitions():
     with connection.cursor() as cursor:
         cursor.execute("SELECT last_analyze FROM pg_stat_user_tables WHERE relname = %s", [today])
         assert cursor.fetchone()[0] is not None
+
+
+def test_a_database_named_only_by_the_newer_db_system_name_is_a_database_node():
+    from tests.otlp_builders import spans_request
+    from traces.models import EdgeRollup
+
+    service, trace_id, now = f"newdb-{os.urandom(4).hex()}", os.urandom(16), time.time_ns()
+    root, call = os.urandom(8), os.urandom(8)
+    writer.write_spans(convert.convert_traces(spans_request([
+        dict(service=service, name="GET /", kind=2, trace_id=trace_id, span_id=root,
+             start_ns=now - 50_000_000, end_ns=now),
+        dict(service=service, name="SELECT orders", kind=3, trace_id=trace_id, span_id=call, parent=root,
+             start_ns=now - 40_000_000, end_ns=now - 10_000_000,
+             attributes={"db.system.name": "postgresql", "db.namespace": "shop", "server.address": "db.internal"}),
+    ])))
+    correlate_traces([trace_id])
+    edges = set(EdgeRollup.objects.filter(parent=service).values_list("child", "child_type"))
+    assert edges == {("postgresql shop", "database")}

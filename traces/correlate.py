@@ -21,7 +21,7 @@ from traces import analysis
 
 # Attributes the analysis reads; loading only these keeps correlation cheap.
 ANALYSIS_ATTRIBUTES = (
-    "http.response.status_code", "http.status_code", "db.system", "db.name", "db.namespace",
+    "http.response.status_code", "http.status_code", "db.system", "db.system.name", "db.name", "db.namespace",
     "messaging.system", "messaging.destination.name", "messaging.destination",
     "peer.service", "server.address", "net.peer.name",
 )
