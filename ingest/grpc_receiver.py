@@ -22,7 +22,10 @@ def _abort(context, error):
         detail = error_details_pb2.RetryInfo(retry_delay=duration_pb2.Duration(seconds=int(error.retry_after)))
         status = status_pb2.Status(code=error.grpc_code.value[0], message=error.message)
         status.details.add().Pack(detail)
-        context.set_trailing_metadata((("grpc-status-details-bin", status.SerializeToString()),))
+        # The standard place (grpc-status-details-bin, read by Go and Java exporters) and the
+        # key the Python exporter reads (google.rpc.retryinfo-bin, a bare RetryInfo).
+        context.set_trailing_metadata((("grpc-status-details-bin", status.SerializeToString()),
+                                       ("google.rpc.retryinfo-bin", detail.SerializeToString())))
     context.abort(error.grpc_code, error.message)
 
 

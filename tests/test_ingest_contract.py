@@ -40,14 +40,17 @@ def rpc_error(address, request, **kwargs):
 
 
 def retry_info(error):
-    """The RetryInfo delay in the error's status details, or None."""
-    for key, value in error.trailing_metadata() or ():
-        if key == "grpc-status-details-bin":
-            status = status_pb2.Status.FromString(value)
-            for detail in status.details:
-                info = error_details_pb2.RetryInfo()
-                if detail.Unpack(info):
-                    return info.retry_delay.seconds
+    """The RetryInfo delay in the error's status details, or None. The same delay must be in
+    google.rpc.retryinfo-bin, where the Python SDK's exporter looks for it."""
+    metadata = dict(error.trailing_metadata() or ())
+    if "grpc-status-details-bin" not in metadata:
+        return None
+    bare = error_details_pb2.RetryInfo.FromString(metadata["google.rpc.retryinfo-bin"])
+    for detail in status_pb2.Status.FromString(metadata["grpc-status-details-bin"]).details:
+        info = error_details_pb2.RetryInfo()
+        if detail.Unpack(info):
+            assert bare.retry_delay.seconds == info.retry_delay.seconds
+            return info.retry_delay.seconds
     return None
 
 
