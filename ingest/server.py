@@ -76,7 +76,11 @@ def serve(processes=1):
     log.info("OTLP/gRPC listening on %s:%s%s", settings.BIND, settings.OTLP_GRPC_PORT,
              " (TLS)" if settings.GRPC_TLS_CERT else "")
     log.info("OTLP/HTTP listening on %s:%s", settings.BIND, settings.OTLP_HTTP_PORT)
-    stopping.wait()
+    # Wake up now and then: a signal delivered to another thread (gRPC's, the HTTP
+    # server's) runs its Python handler only when the main thread runs bytecode, and a
+    # bare wait() would block the main thread in the lock until something else woke it.
+    while not stopping.wait(0.2):
+        pass
     finished = _drain(grpc_server, health_servicer, http_server)
     stats_stop.set()
     stats_thread.join(3)
