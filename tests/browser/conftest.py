@@ -11,6 +11,7 @@ logged in through the login form. Without chromium, chromedriver or selenium the
 are skipped saying why, except under CI=true, where they fail.
 """
 
+import importlib.util
 import json
 import os
 import shutil
@@ -168,36 +169,46 @@ def browser(request, tmp_path_factory):
     """Headless Chromium, logged in as the superuser, with the browser console recorded."""
     need(shutil.which(CHROMIUM) and shutil.which(CHROMEDRIVER),
          f"{CHROMIUM} and {CHROMEDRIVER} are needed (Debian: apt-get install chromium chromium-driver)")
-    try:
-        from selenium import webdriver
-        from selenium.webdriver.chrome.service import Service
-    except ImportError:
-        need(False, "the selenium package is not installed (requirements-dev.txt)")
-    from selenium.webdriver.common.by import By
+    need(importlib.util.find_spec("selenium") is not None, "the selenium package is not installed (requirements-dev.txt)")
 
     live = request.getfixturevalue("live")  # only once the browser is known to be there
+
+    driver = logged_in_chromium(live["base"], tmp_path_factory.mktemp("chromium-profile"), ("--window-size=1400,1000",))
+    try:
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        yield driver
+    finally:
+        driver.quit()
+
+
+def logged_in_chromium(base, profile_dir, flags=(), user=USER, password=PASSWORD):
+    """Headless Chromium (Debian's, through its ChromeDriver) logged in at base as user
+    (the test superuser by default), with the console recorded and the login page's messages dropped. The flags
+    keep it off the network: this machine's closed network refuses Chromium's own calls."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
 
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
     for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic",
                  "--no-first-run", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--window-size=1400,1000",
-                 f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}"):
+                 "--disable-sync", f"--user-data-dir={profile_dir}", *flags):
         options.add_argument(flag)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     driver = webdriver.Chrome(options=options, service=Service(executable_path=CHROMEDRIVER))
     driver.set_page_load_timeout(30)
     try:
-        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-        driver.get(live["base"] + "/login/")
-        driver.find_element(By.NAME, "username").send_keys(USER)
-        driver.find_element(By.NAME, "password").send_keys(PASSWORD)
+        driver.get(base + "/login/")
+        driver.find_element(By.NAME, "username").send_keys(user)
+        driver.find_element(By.NAME, "password").send_keys(password)
         driver.find_element(By.CSS_SELECTOR, "form button[type=submit]").click()
         deadline = time.monotonic() + 15
         while "/login/" in driver.current_url and time.monotonic() < deadline:
             time.sleep(0.1)
         assert "/login/" not in driver.current_url, "the login form did not log in"
         driver.get_log("browser")  # the login page's messages are not a page's under test
-        yield driver
-    finally:
+    except BaseException:
         driver.quit()
+        raise
+    return driver

@@ -24,7 +24,7 @@ import urllib.request
 
 import pytest
 
-from tests.browser.conftest import CHROMEDRIVER, CHROMIUM, need
+from tests.browser.conftest import CHROMEDRIVER, CHROMIUM, logged_in_chromium, need
 from tests.browser.test_browser import CHARTS_DRAWN, severe, wait_for
 from tests.conftest import ROOT, database_url, free_ports, sightline_env
 from tests.processes import Proc, grpc_serving, http_ok, manage, wait_until
@@ -85,27 +85,10 @@ def demo_site(django_db_setup, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def chromium(demo_site, tmp_path_factory):
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-    from selenium.webdriver.common.by import By
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--hide-scrollbars",
-                 "--no-first-run", "--disable-background-networking", "--disable-component-update",
-                 "--force-device-scale-factor=1", f"--window-size={WIDTH},1000",
-                 f"--user-data-dir={tmp_path_factory.mktemp('docs-chromium')}"):
-        options.add_argument(flag)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(options=options, service=Service(executable_path=CHROMEDRIVER))
-    driver.set_page_load_timeout(30)
+    driver = logged_in_chromium(demo_site["base"], tmp_path_factory.mktemp("docs-chromium"),
+                                ("--hide-scrollbars", "--force-device-scale-factor=1", f"--window-size={WIDTH},1000"),
+                                user=USER, password=PASSWORD)
     try:
-        driver.get(demo_site["base"] + "/login/")
-        driver.find_element(By.NAME, "username").send_keys(USER)
-        driver.find_element(By.NAME, "password").send_keys(PASSWORD)
-        driver.find_element(By.CSS_SELECTOR, "form button[type=submit]").click()
-        wait_until(lambda: "/login/" not in driver.current_url, 15, "the login")
-        driver.get_log("browser")
         yield driver
     finally:
         driver.quit()
