@@ -80,6 +80,11 @@ def test_restore_fills_an_empty_database_and_replaces_one_only_when_told(tmp_pat
         again = manage("backup", "restore", str(archive), url=url)
         assert again.returncode == 1 and "pass --replace" in again.stderr
 
+        import psycopg
+        with psycopg.connect(url):  # a process still using the database
+            busy = manage("backup", "restore", str(archive), "--replace", url=url)
+        assert busy.returncode == 1 and "1 other connection(s)" in busy.stderr
+
         replaced = manage("backup", "restore", str(archive), "--replace", url=url)
         assert replaced.returncode == 0, replaced.stderr
         assert "dropping the" in replaced.stdout

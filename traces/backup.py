@@ -179,8 +179,15 @@ def restore(path, replace=False, log=lambda line: None):
     connection.close()  # Django's own connection is not one of the others
     database = settings.DATABASES["default"]["NAME"]
     with _connect(database) as target:
-        others = target.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-                                "AND pid <> pg_backend_pid()").fetchone()[0]
+        # A client that has just disconnected can still be listed for a moment while its
+        # server process exits: only connections that stay count.
+        deadline = time.monotonic() + 3
+        while True:
+            others = target.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                                    "AND pid <> pg_backend_pid()").fetchone()[0]
+            if not others or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
         if others:
             raise BackupError(f"{others} other connection(s) to database {database}: stop Sightline's processes "
                               "(serve, ingest, web, worker, beat) before restoring")
