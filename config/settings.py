@@ -182,6 +182,9 @@ SIGHTLINE_REDIS_URL = check_redis_url("REDIS_URL", _redis_url)
 # --- Network ---------------------------------------------------------------------
 
 BIND = env_str("SIGHTLINE_BIND", "127.0.0.1")
+# The host a program on this machine connects to: the bind address, or loopback when
+# Sightline listens on every interface (for the URLs serve prints and demo's default).
+LOCAL_HOST = "127.0.0.1" if BIND in ("0.0.0.0", "::") else (f"[{BIND}]" if ":" in BIND else BIND)
 OTLP_GRPC_PORT = env_port("SIGHTLINE_OTLP_GRPC_PORT", 4317)
 OTLP_HTTP_PORT = env_port("SIGHTLINE_OTLP_HTTP_PORT", 4318)
 WEB_PORT = env_port("SIGHTLINE_WEB_PORT", 8000)

@@ -351,8 +351,6 @@ class OTLPHandler(BaseHTTPRequestHandler):
 class OTLPHTTPServer(ThreadingHTTPServer):
     """The threaded HTTP server, with a drain: see drain()."""
 
-    daemon_threads = True  # a connection still open when the drain gives up does not hold the exit
-    block_on_close = False  # drain() waits for the connections, up to the grace
     allow_reuse_address = True
     request_queue_size = 128
 
@@ -366,6 +364,8 @@ class OTLPHTTPServer(ThreadingHTTPServer):
         super().__init__(address, OTLPHandler)
 
     def process_request(self, request, client_address):
+        """A thread per connection, tracked for drain(); a daemon, so a connection still open
+        when the drain gives up does not hold the exit."""
         thread = threading.Thread(target=self._serve_connection, args=(request, client_address),
                                   daemon=True, name="otlp-http-connection")
         with self._connections_lock:

@@ -47,12 +47,8 @@ def test_a_good_configuration_passes_the_check(tmp_path, ports):
 
 
 def env_example():
-    values = {}
-    for line in (ROOT / ".env.example").read_text().splitlines():
-        if line.strip() and not line.startswith("#"):
-            name, _, value = line.partition("=")
-            values[name.strip()] = value.strip()
-    return values
+    return {variable.name: variable.default
+            for section in reference.read_env_example() for variable in section.variables}
 
 
 def test_env_example_lists_every_variable_with_its_default():

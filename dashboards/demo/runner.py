@@ -33,13 +33,13 @@ class Options:
 
 
 def default_endpoint():
-    host = "127.0.0.1" if settings.BIND in ("0.0.0.0", "::", "") else settings.BIND
-    return f"http://{host}:{settings.OTLP_GRPC_PORT}"
+    return f"http://{settings.LOCAL_HOST}:{settings.OTLP_GRPC_PORT}"
 
 
 def web_url():
-    host = "127.0.0.1" if settings.BIND in ("0.0.0.0", "::", "") else settings.BIND
-    return settings.PUBLIC_URL.rstrip("/") + "/" if settings.PUBLIC_URL else f"http://{host}:{settings.WEB_PORT}/"
+    if settings.PUBLIC_URL:
+        return settings.PUBLIC_URL.rstrip("/") + "/"
+    return f"http://{settings.LOCAL_HOST}:{settings.WEB_PORT}/"
 
 
 def check_reachable(endpoint, timeout=3.0):

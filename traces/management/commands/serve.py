@@ -103,7 +103,7 @@ class Command(BaseCommand):
         return None
 
     def _banner(self, say):
-        host = "127.0.0.1" if settings.BIND in ("0.0.0.0", "::", "") else settings.BIND
+        host = settings.LOCAL_HOST
         say("Sightline is starting. Point your OpenTelemetry exporters at it:")
         say(f"  OTLP/gRPC  OTEL_EXPORTER_OTLP_ENDPOINT=http://{host}:{settings.OTLP_GRPC_PORT}")
         say(f"  OTLP/HTTP  OTEL_EXPORTER_OTLP_ENDPOINT=http://{host}:{settings.OTLP_HTTP_PORT}"
